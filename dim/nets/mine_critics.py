@@ -1,0 +1,131 @@
+"""Critics T(x, y) for estimating I(X;Y) between two arrays (MINE and friends).
+
+Two families (Poole et al. 2019, §4):
+
+- :class:`ConcatCritic` — an MLP on the concatenation ``[x; y]`` (the MINE paper's critic).
+- :class:`SeparableCritic` — ``g(x) · h(y)``, two MLP encoders and a dot product; cheap on all
+  pairs of a batch (one matrix product) but it can only express low-rank interactions.
+
+Both expose ``pair_scores(x, y)``, the full score matrix ``S[i, j] = T(x_i, y_j)``, and
+``forward(x, y)``, the scores of matched rows ``T(x_i, y_i)``.  Critics know nothing about bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dim.errors import DimError
+
+_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise DimError(f"unknown activation '{name}'; choose one of: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, activation: str = "relu") -> nn.Module:
+    """``layers`` hidden layers of width ``hidden``, then a linear map to ``out_dim``."""
+    if layers < 1 or hidden < 1:
+        raise DimError(f"critic needs layers >= 1 and hidden >= 1, got {layers} and {hidden}")
+    mods: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), _activation(activation)]
+        width = hidden
+    mods.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*mods)
+
+
+class ConcatCritic(nn.Module):
+    """T(x, y) = MLP([x; y]).
+
+    The first layer is linear, so ``W [x; y] = W_x x + W_y y``: for all pairs of a batch the two
+    halves are computed once per row and broadcast-added, which saves the first layer's cost on
+    the B² pairs (only the deeper layers run per pair).
+
+    Args:
+        x_dim: features of x.
+        y_dim: features of y.
+        hidden: width of the hidden layers.
+        layers: number of hidden layers (>= 1).
+        activation: ``relu``, ``elu``, ``silu`` or ``tanh``.
+    """
+
+    def __init__(
+        self, x_dim: int, y_dim: int, hidden: int = 256, layers: int = 2, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        if layers < 1 or hidden < 1:
+            raise DimError(f"critic needs layers >= 1 and hidden >= 1, got {layers} and {hidden}")
+        self.x_in = nn.Linear(x_dim, hidden)
+        self.y_in = nn.Linear(y_dim, hidden, bias=False)
+        self.act = _activation(activation)
+        rest: list[nn.Module] = []
+        for _ in range(layers - 1):
+            rest += [nn.Linear(hidden, hidden), _activation(activation)]
+        rest.append(nn.Linear(hidden, 1))
+        self.body = nn.Sequential(*rest)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Scores of matched rows, shape ``(B,)``."""
+        return self.body(self.act(self.x_in(x) + self.y_in(y))).squeeze(-1)
+
+    def pair_scores(self, x: Tensor, y: Tensor) -> Tensor:
+        """All pairs: ``S[i, j] = T(x_i, y_j)``, shape ``(len(x), len(y))``."""
+        h = self.act(self.x_in(x)[:, None, :] + self.y_in(y)[None, :, :])
+        return self.body(h).squeeze(-1)
+
+
+class SeparableCritic(nn.Module):
+    """T(x, y) = g(x) · h(y) with MLP encoders g, h to an ``embed``-dimensional space.
+
+    Args:
+        x_dim: features of x.
+        y_dim: features of y.
+        hidden: width of the encoders' hidden layers.
+        layers: hidden layers per encoder.
+        embed: dimension of the shared embedding space.
+        activation: ``relu``, ``elu``, ``silu`` or ``tanh``.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        y_dim: int,
+        hidden: int = 256,
+        layers: int = 2,
+        embed: int = 32,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.g = mlp(x_dim, hidden, layers, embed, activation)
+        self.h = mlp(y_dim, hidden, layers, embed, activation)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Scores of matched rows, shape ``(B,)``."""
+        return (self.g(x) * self.h(y)).sum(-1)
+
+    def pair_scores(self, x: Tensor, y: Tensor) -> Tensor:
+        """All pairs: ``S[i, j] = g(x_i) · h(y_j)``, shape ``(len(x), len(y))``."""
+        return self.g(x) @ self.h(y).T
+
+
+CRITICS = {"concat": ConcatCritic, "separable": SeparableCritic}
+
+
+def build_critic(name: str, x_dim: int, y_dim: int, **kwargs: int | str) -> nn.Module:
+    """Build a critic by name (``concat`` or ``separable``) for inputs of the given widths."""
+    if name not in CRITICS:
+        raise DimError(f"unknown critic '{name}'; choose one of: {', '.join(CRITICS)}")
+    if name == "concat":
+        kwargs.pop("embed", None)
+    return CRITICS[name](x_dim, y_dim, **kwargs)
+
+
+@torch.no_grad()
+def chunked_pair_scores(critic: nn.Module, x: Tensor, y: Tensor, rows: int = 128) -> Tensor:
+    """``critic.pair_scores`` computed in row chunks, to bound memory on large evaluation blocks."""
+    return torch.cat([critic.pair_scores(x[i : i + rows], y) for i in range(0, len(x), rows)])
