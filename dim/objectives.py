@@ -126,12 +126,13 @@ def prior_discriminator_loss(
     """
     fake = torch.sigmoid(y.detach())
     real = torch.rand(fake.shape, device=fake.device, dtype=fake.dtype, generator=generator)
-    inputs = torch.cat([real, fake]).requires_grad_(gp_weight > 0)
+    use_gp = gp_weight > 0 and torch.is_grad_enabled()  # no penalty in validation (no_grad)
+    inputs = torch.cat([real, fake]).requires_grad_(use_gp)
     logits = disc(inputs)
     real_logit, fake_logit = logits[: len(real)], logits[len(real) :]
     loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
     gp = torch.zeros((), device=y.device)
-    if gp_weight > 0:
+    if use_gp:
         (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
         gp = grad.pow(2).sum(1).mean()  # mean over real and fake together
         loss = loss + gp_weight * gp

@@ -76,7 +76,9 @@ def _basic32(cin: int, size: int) -> tuple[nn.Module, nn.Module]:
 
 def _basic64(cin: int, size: int) -> tuple[nn.Module, nn.Module]:
     to_local = nn.Sequential(
-        conv_bn_relu(cin, 64, 4, 2, 1), conv_bn_relu(64, 128, 4, 2, 1), conv_bn_relu(128, 256, 4, 2, 1)
+        conv_bn_relu(cin, 64, 4, 2, 1),
+        conv_bn_relu(64, 128, 4, 2, 1),
+        conv_bn_relu(128, 256, 4, 2, 1),
     )
     return to_local, conv_bn_relu(256, 512, 4, 2, 1)
 
@@ -87,7 +89,9 @@ def _alex64(cin: int, size: int) -> tuple[nn.Module, nn.Module]:
         conv_bn_relu(96, 192, 3, 1, 1, pool=True),
         conv_bn_relu(192, 384, 3, 1, 1),
     )
-    to_conv = nn.Sequential(conv_bn_relu(384, 384, 3, 1, 1), conv_bn_relu(384, 192, 3, 1, 1, pool=True))
+    to_conv = nn.Sequential(
+        conv_bn_relu(384, 384, 3, 1, 1), conv_bn_relu(384, 192, 3, 1, 1, pool=True)
+    )
     return to_local, to_conv
 
 
@@ -125,8 +129,8 @@ def check_image_shape(name: str, in_channels: int, image_size: int) -> None:
         fits = [n for n, a in ARCHS.items() if image_size in a.sizes]
         hint = f"use model={' or model='.join(fits)}" if fits else "resize the data to 32 or 64"
         raise DimError(
-            f"encoder '{name}' expects {' or '.join(f'{s}x{s}' for s in sizes)} images but the data "
-            f"gives {image_size}x{image_size}; {hint}"
+            f"encoder '{name}' expects {' or '.join(f'{s}x{s}' for s in sizes)} images but the "
+            f"data gives {image_size}x{image_size}; {hint}"
         )
 
 

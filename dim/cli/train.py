@@ -1,0 +1,127 @@
+"""``dim-train``: the Hydra entry point of DIM training (config in, :func:`dim.training.train`).
+
+Two things happen before Hydra composes the config, because Hydra creates and writes the run dir
+before our task function runs:
+
+- ``resume=<run_dir>`` is turned into ``hydra.run.dir=<run_dir>`` (same dir) with Hydra's own
+  files going to ``.hydra/resume_<time>/``, so the run's original ``.hydra/`` stays untouched;
+- an explicit ``hydra.run.dir`` that already holds a run is refused (nothing is overwritten).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dim.cli.common import EXIT_USER_ERROR, run_dir, user_errors
+from dim.errors import DimError
+
+GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
+
+
+def _arg(argv: list[str], key: str) -> str | None:
+    for a in argv:
+        if a.startswith(key + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _is_launched_child() -> bool:
+    # Lightning's DDP launcher re-runs this command in child processes with LOCAL_RANK set.
+    return os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def holds_run(path: Path) -> bool:
+    return any((path / name).exists() for name in ("checkpoints", "metrics.json", "encoder.pt"))
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """Rewrite ``resume=`` into Hydra run-dir overrides; refuse to overwrite an existing run."""
+    if _is_launched_child():
+        return argv
+    resume = _arg(argv, "resume")
+    if resume not in (None, "", "null"):
+        run = Path(resume).expanduser().resolve()
+        if not (run / ".hydra" / "config.yaml").is_file():
+            raise DimError(f"resume={resume} is not a dim run directory (no .hydra/config.yaml)")
+        if not (run / "checkpoints" / "last.ckpt").is_file():
+            raise DimError(f"resume={resume}: the run has no checkpoints/last.ckpt to resume from")
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        argv = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
+        return argv + [f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resume_{stamp}"]
+    explicit = _arg(argv, "hydra.run.dir")
+    if explicit and holds_run(Path(explicit).expanduser()):
+        raise DimError(
+            f"{explicit} already holds a run; continue it with resume={explicit} or choose "
+            "another hydra.run.dir (nothing was overwritten)"
+        )
+    return argv
+
+
+def resumed_config(run: Path, overrides: list[str]) -> DictConfig:
+    """The run's own resolved config, plus key overrides such as ``trainer.max_epochs=20``."""
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    keys = [o for o in overrides if not o.startswith("resume=")]
+    groups = [
+        o for o in keys if o.split("=", 1)[0].lstrip("+~") in GROUPS or "." not in o.split("=")[0]
+    ]
+    if groups:
+        raise DimError(
+            f"resume keeps the run's config; only key overrides such as trainer.max_epochs=20 are "
+            f"allowed, not {groups[0]}"
+        )
+    OmegaConf.set_struct(cfg, True)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(keys))
+    except OmegaConfBaseException as err:
+        raise DimError(
+            f"cannot apply {keys} to the resumed run: {str(err).splitlines()[0]}"
+        ) from None
+    cfg.resume = str(run)
+    return cfg
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="train")
+@user_errors
+def _task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    from dim.training import train
+
+    run = run_dir()
+    ckpt = None
+    if cfg.resume:
+        cfg = resumed_config(run, list(HydraConfig.get().overrides.task))
+        ckpt = run / "checkpoints" / "last.ckpt"
+    elif cfg.ckpt_path:
+        ckpt = Path(cfg.ckpt_path).expanduser().resolve()
+        if not ckpt.is_file():
+            raise DimError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    if rank_zero_only.rank == 0 and not cfg.resume and HydraConfig.get().output_subdir:
+        # Replace Hydra's copy with the *resolved* config: the run is reproducible from it alone.
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        (run / HydraConfig.get().output_subdir / "config.yaml").write_text(
+            OmegaConf.to_yaml(resolved)
+        )
+    train(cfg, run, ckpt)
+
+
+def main() -> None:
+    """Console script ``dim-train``."""
+    try:
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    except DimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Classifier probes on frozen features: the online linear probe and the paper's 200-unit MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TAPS = ("conv", "fc", "y")
+
+
+def mlp_classifier(in_dim: int, num_classes: int, hidden: int = 200, dropout: float = 0.1):
+    """The paper's non-linear classifier: Linear -> BN -> Dropout -> ReLU -> Linear."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.Dropout(dropout),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class OnlineProbes(nn.Module):
+    """One linear classifier per feature tap (conv / fc / y), trained on *detached* features.
+
+    Detaching keeps the probes from shaping the representation: they only monitor it.
+    """
+
+    def __init__(self, dims: dict[str, int], num_classes: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict({k: nn.Linear(d, num_classes) for k, d in dims.items()})
+
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: head(feats[k].detach().flatten(1)) for k, head in self.heads.items()}
+
+    def loss_and_accuracy(
+        self, feats: dict[str, Tensor], labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self(feats)
+        loss = sum(F.cross_entropy(v, labels) for v in logits.values())
+        acc = {k: (v.argmax(1) == labels).float().mean() for k, v in logits.items()}
+        return loss, acc
+
+
+def feature_dims(encoder: nn.Module) -> dict[str, int]:
+    conv = int(torch.tensor(encoder.conv_shape).prod())
+    return {"conv": conv, "fc": encoder.fc_dim, "y": encoder.y_dim}

@@ -1,0 +1,142 @@
+"""Training orchestration behind ``dim-train``: build data, module, trainer; fit; write outputs.
+
+Run dir layout (DESIGN.md): ``.hydra/config.yaml`` (resolved), ``checkpoints/last.ckpt``,
+``tensorboard/`` (event files), ``metrics.json``, ``encoder.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from dim.callbacks import TensorBoardVisuals
+from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, save_encoder
+from dim.data.images import ImageDataModule
+from dim.errors import DimError
+from dim.modules.dim import DIMModule
+
+TB_DIR = "tensorboard"
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    kind = cfg.logger.name
+    if kind == "tensorboard":
+        # Fixed version dir: a resumed run appends to the same TensorBoard curves.
+        return [TensorBoardLogger(str(run_dir), name="", version=TB_DIR, default_hp_metric=False)]
+    if kind == "csv":
+        return [CSVLogger(str(run_dir), name="", version="csv")]
+    raise DimError(f"logger.name must be tensorboard or csv, got '{kind}'")
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+    ck = cfg.callbacks.checkpoint
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="epoch{epoch:04d}-step{step}",
+        auto_insert_metric_name=False,
+        save_last=True,
+        save_top_k=1,
+        monitor=ck.monitor,
+        mode=ck.mode,
+        every_n_epochs=ck.every_n_epochs if not ck.every_n_train_steps else None,
+        every_n_train_steps=ck.every_n_train_steps,
+    )
+    callbacks: list[pl.Callback] = [checkpoint]
+    if cfg.logger.name == "tensorboard":
+        callbacks.append(
+            TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
+        )
+    return callbacks
+
+
+def check_checkpoint(path: Path, module: DIMModule) -> None:
+    """Fail early, in one line, on a missing, corrupt or other-architecture checkpoint."""
+    if not path.is_file():
+        raise DimError(f"checkpoint not found: {path}")
+    ckpt = _safe_load(path)
+    theirs = encoder_config_from_checkpoint(ckpt, path)
+    ours = dict(module.encoder.config)
+    if theirs != ours:
+        raise DimError(
+            f"checkpoint {path} was trained with encoder {theirs}, this run builds {ours}"
+        )
+    missing = set(module.state_dict()) - set(ckpt["state_dict"])
+    if missing:
+        raise DimError(
+            f"checkpoint {path} lacks {len(missing)} weights of this model (e.g. "
+            f"{sorted(missing)[0]}); it was trained with another objective or critic"
+        )
+
+
+def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
+    metrics = {}
+    for key, value in trainer.callback_metrics.items():
+        v = float(value)
+        metrics[key] = v if math.isfinite(v) else None
+    return metrics
+
+
+def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
+    """Train DIM as configured; returns the final metrics (also written to metrics.json)."""
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    data = ImageDataModule(_plain(cfg.data))
+    module = DIMModule(
+        model=_plain(cfg.model),
+        bound=_plain(cfg.bound),
+        objective=_plain(cfg.objective),
+        optim=_plain(cfg.optim),
+        data=data.info,
+    )
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path, module)
+    trainer = pl.Trainer(
+        **_plain(cfg.trainer),
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg, run_dir),
+        callbacks=build_callbacks(cfg, run_dir),
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    metrics = _final_metrics(trainer)
+    if trainer.is_global_zero:
+        summary = {
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "metrics": metrics,
+            "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if cfg.export_encoder:
+            save_encoder(module.encoder, run_dir / "encoder.pt", {"run_dir": str(run_dir)})
+        print_summary(run_dir, metrics, cfg)
+    return metrics
+
+
+def print_summary(run_dir: Path, metrics: dict[str, Any], cfg: DictConfig) -> None:
+    lines = ["", "Training finished."]
+    probes = {k: v for k, v in metrics.items() if k.startswith("val/probe/acc_")}
+    for key in sorted(probes):
+        if probes[key] is not None:
+            lines.append(
+                f"  online probe accuracy ({key.rsplit('_', 1)[-1]:>4}): {probes[key]:.3f}"
+            )
+    for key in ("val/mi/local", "val/mi/global"):
+        if metrics.get(key) is not None:
+            lines.append(f"  {key.split('/', 1)[1]} estimate (nats): {metrics[key]:.3f}")
+    lines += [
+        f"  run dir:     {run_dir}",
+        f"  checkpoint:  {run_dir / 'checkpoints' / 'last.ckpt'}",
+    ]
+    if cfg.logger.name == "tensorboard":
+        lines.append(f"  tensorboard: tensorboard --logdir {run_dir / TB_DIR}")
+    print("\n".join(lines), flush=True)
