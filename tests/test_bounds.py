@@ -97,7 +97,7 @@ def _gaussian_pairs(n, dim, rho, seed=0):
 
 
 def _optimal_critic(x, y, rho):
-    """log p(y|x) - log p(y) for every pair: the density ratio critic (scores[i, j] = T(x_i, y_j))."""
+    """log p(y|x) - log p(y) for all pairs: the density-ratio critic, scores[i, j] = T(x_i, y_j)."""
     var = 1 - rho**2
     diff = y[None, :, :] - rho * x[:, None, :]
     log_cond = -0.5 * (diff**2).sum(-1) / var - 0.5 * x.shape[1] * math.log(var)

@@ -1,0 +1,145 @@
+"""dim-train through the real console script: outputs, TensorBoard, resume, bad input."""
+
+import json
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import dim
+
+
+def _scalars(tb_dir, tag):
+    steps = []
+    for f in sorted(tb_dir.glob("events.out.tfevents.*")):
+        ea = EventAccumulator(str(f), size_guidance={"scalars": 0})
+        ea.Reload()
+        if tag in ea.Tags()["scalars"]:
+            steps += [e.step for e in ea.Scalars(tag)]
+    return steps
+
+
+def test_run_dir_layout_and_summary(tiny_run):
+    run, proc = tiny_run
+    for rel in (".hydra/config.yaml", "checkpoints/last.ckpt", "metrics.json", "encoder.pt"):
+        assert (run / rel).is_file(), rel
+    assert "${" not in (run / ".hydra/config.yaml").read_text()  # resolved config
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 4  # 64 images / batch 16, one epoch
+    assert "val/probe/acc_y" in metrics["metrics"]
+    assert "online probe accuracy" in proc.stdout and str(run) in proc.stdout
+
+
+def test_tensorboard_has_every_term(tiny_run):
+    run, _ = tiny_run
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    for tag in (
+        "train/loss/local",
+        "train/mi/local",
+        "train/bound/local",
+        "train/loss/prior_encoder",
+        "train/loss/prior_discriminator",
+        "train/prior/d_accuracy",
+        "train/probe/acc_y",
+        "lr/encoder",
+        "lr/prior_disc",
+        "val/mi/local",
+        "val/probe/acc_y",
+    ):
+        assert tag in tags["scalars"], tag
+    assert {"representation/y", "representation/sigmoid_y", "representation/prior_samples"} <= set(
+        tags["histograms"]
+    )
+    assert "inputs/train_batch" in tags["images"]
+
+
+def test_load_encoder_from_run_dir_checkpoint_and_export(tiny_run):
+    run, _ = tiny_run
+    x = torch.randn(2, 3, 32, 32)
+    outs = []
+    for path in (run, run / "checkpoints" / "last.ckpt", run / "encoder.pt"):
+        enc = dim.load_encoder(path)
+        with torch.no_grad():
+            out = enc(x)
+        assert set(out) == {"local", "conv", "fc", "y"} and out["y"].shape == (2, 64)
+        outs.append(out["y"])
+    assert torch.allclose(outs[0], outs[1]) and torch.allclose(outs[1], outs[2])
+    # Both formats load without arbitrary unpickling.
+    torch.load(run / "encoder.pt", weights_only=True)
+    torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_resume_continues_same_run_dir_and_tensorboard(tmp_path):
+    run = tmp_path / "r"
+    assert run_cli("dim-train", *TINY, f"hydra.run.dir={run}").returncode == 0
+    original_cfg = (run / ".hydra/config.yaml").read_text()
+    proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 8
+    assert (run / ".hydra/config.yaml").read_text() == original_cfg
+    steps = _scalars(run / "tensorboard", "train/loss/local")
+    assert len(steps) == len(set(steps)) == 8 and max(steps) == 7  # continues, no duplicates
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]  # no second run dir
+
+
+def test_ckpt_path_starts_a_new_run_dir(tiny_run, tmp_path):
+    run, _ = tiny_run
+    new = tmp_path / "new"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    proc = run_cli(
+        "dim-train", *TINY, f"ckpt_path={ckpt}", "trainer.max_epochs=2", f"hydra.run.dir={new}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((new / "metrics.json").read_text())["global_step"] == 8
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["objective.alpha=0", "objective.beta=0", "objective.gamma=0"], "not all zero"),
+        (["data.image_size=64"], "use model=basic64"),
+        (["data=cifar10", "data.download=false", "data.data_dir={tmp}/nodata"], "data=digits"),
+        (["ckpt_path={tmp}/missing.ckpt"], "no such checkpoint"),
+        (["model=basic64", "data.image_size=64", "ckpt_path={ckpt}"], "was trained with encoder"),
+        (["resume={tmp}"], "not a dim run directory"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_leaves_nothing(tiny_run, tmp_path, args, message):
+    ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
+    args = [a.format(tmp=tmp_path, ckpt=ckpt) for a in args]
+    out = tmp_path / "out"
+    base = [a for a in TINY if not a.startswith("data")] if args[0].startswith("data=") else TINY
+    proc = run_cli("dim-train", *base, *args, f"hydra.run.dir={out}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_run):
+    run, _ = tiny_run
+    before = (run / "metrics.json").read_text()
+    proc = run_cli("dim-train", *TINY, f"hydra.run.dir={run}")
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_quickstart_runs_on_real_digits(tmp_path):
+    run = tmp_path / "qs"
+    proc = run_cli(
+        "dim-train",
+        "experiment=quickstart",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=2",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "online probe accuracy (   y)" in proc.stdout
+    cfg = (run / ".hydra/config.yaml").read_text()
+    assert "name: digits" in cfg and "encoder: basic32" in cfg and "name: infonce" in cfg

@@ -1,0 +1,90 @@
+"""The prior-matching game is adversarial: each player gets only its own gradient."""
+
+import math
+
+import pytest
+import torch
+
+from dim.modules.dim import DIMModule
+from dim.nets.critics import PriorDiscriminator
+from dim.objectives import prior_discriminator_loss, prior_encoder_loss
+
+DATA = dict(channels=3, image_size=32, num_classes=10)
+
+
+def _module(**objective):
+    obj = dict(alpha=0.0, beta=1.0, gamma=0.1) | objective
+    model = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16])
+    return DIMModule(model, dict(name="infonce"), obj, dict(lr=1e-4), DATA)
+
+
+def _grads(loss, params):
+    return torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+
+
+def test_discriminator_gets_no_encoder_gradient_and_vice_versa():
+    torch.manual_seed(0)
+    m = _module()
+    out = m.compute_losses(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+    d_params = list(m.prior_disc.parameters())
+    enc_params = list(m.encoder.parameters())
+    assert all(g is None for g in _grads(out["encoder_loss"], d_params))
+    assert all(g is None for g in _grads(out["prior_discriminator_loss"], enc_params))
+    assert all(g is None for g in _grads(out["probe_loss"], enc_params))
+    # ...and each player does get its own gradient.
+    assert any(
+        g is not None and g.abs().sum() > 0
+        for g in _grads(out["prior_discriminator_loss"], d_params)
+    )
+    assert all(g is not None for g in _grads(out["prior_encoder_loss"], enc_params[-2:]))
+
+
+def test_players_have_separate_optimisers():
+    m = _module()
+    opts, _ = m.configure_optimizers()
+    owned = [{id(p) for g in o.param_groups for p in g["params"]} for o in opts]
+    d_ids = {id(p) for p in m.prior_disc.parameters()}
+    assert owned[1] == d_ids and not (owned[0] & d_ids)
+
+
+def test_encoder_loss_is_non_saturating_and_d_loss_is_the_gan_loss():
+    disc = PriorDiscriminator(4, (8,))
+    torch.nn.init.zeros_(disc.net[-1].weight)
+    torch.nn.init.zeros_(disc.net[-1].bias)  # D(v) = 0 for every input: logits 0, gradient 0
+    y = torch.randn(16, 4, requires_grad=True)
+    assert prior_encoder_loss(disc, y).item() == pytest.approx(math.log(2))
+    out = prior_discriminator_loss(disc, y, gp_weight=1.0)
+    assert out.loss.item() == pytest.approx(2 * math.log(2))  # -log(1/2) - log(1 - 1/2)
+    assert out.gradient_penalty.item() == 0.0
+
+
+def test_gradient_penalty_is_mean_squared_input_gradient():
+    torch.manual_seed(0)
+    disc = torch.nn.Sequential(torch.nn.Linear(3, 1))
+    disc.forward_orig = disc.forward
+    wrapped = lambda v: disc(v).squeeze(-1)  # noqa: E731
+    out = prior_discriminator_loss(wrapped, torch.randn(5, 3), gp_weight=1.0)
+    # For a linear D the input gradient is the weight vector everywhere.
+    assert out.gradient_penalty.item() == pytest.approx(
+        disc[0].weight.pow(2).sum().item(), rel=1e-5
+    )
+
+
+def test_discriminator_learns_to_separate_prior_from_a_bad_encoder():
+    torch.manual_seed(0)
+    disc = PriorDiscriminator(8, (64, 32))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    y = torch.full((256, 8), 3.0)  # sigmoid(Y) ~ 0.95 everywhere: far from uniform
+    for _ in range(100):
+        out = prior_discriminator_loss(disc, y)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert out.accuracy.item() > 0.9
+
+
+def test_all_zero_weights_rejected():
+    from dim.errors import DimError
+
+    with pytest.raises(DimError, match="not all zero"):
+        _module(alpha=0.0, beta=0.0, gamma=0.0)
