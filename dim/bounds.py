@@ -41,7 +41,9 @@ class BoundOutput:
 
 def _check(scores: Tensor, pos_mask: Tensor) -> tuple[Tensor, Tensor]:
     if scores.shape != pos_mask.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and pos_mask {tuple(pos_mask.shape)} differ")
+        raise ValueError(
+            f"scores {tuple(scores.shape)} and pos_mask {tuple(pos_mask.shape)} differ"
+        )
     pos_mask = pos_mask.bool()
     if not pos_mask.any() or pos_mask.all():
         raise ValueError("a bound needs at least one positive and one negative pair")
@@ -67,7 +69,9 @@ def dv_value(scores: Tensor, pos_mask: Tensor) -> Tensor:
 
 def jsd_value(scores: Tensor, pos_mask: Tensor) -> Tensor:
     """The Jensen-Shannon objective E_J[-sp(-T)] - E_M[sp(T)] (with gradient)."""
-    return _masked_mean(-F.softplus(-scores), pos_mask) - _masked_mean(F.softplus(scores), ~pos_mask)
+    return _masked_mean(-F.softplus(-scores), pos_mask) - _masked_mean(
+        F.softplus(scores), ~pos_mask
+    )
 
 
 def dv_bound(scores: Tensor, pos_mask: Tensor) -> BoundOutput:

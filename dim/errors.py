@@ -1,4 +1,4 @@
-"""User-facing errors: raised for bad input, printed by the CLIs as one line with a non-zero exit."""
+"""User-facing errors: raised for bad input; the CLIs print them as one line, exit non-zero."""
 
 
 class DimError(Exception):
