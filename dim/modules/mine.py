@@ -105,20 +105,29 @@ def make_bound(name: str, tau: float = 5.0, momentum: float = 0.99) -> Callable:
 
 
 def batch_scores(
-    critic: nn.Module, x: Tensor, y: Tensor, negatives: str, n_shuffles: int
+    critic: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    negatives: str,
+    n_shuffles: int,
+    gen: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Scores and positive mask for one batch.
 
     ``all``: the B×B matrix ``T(x_i, y_j)`` with the diagonal positive.  ``shuffle``: a B×(1+k)
-    matrix whose column 0 is ``T(x_i, y_i)`` and column j is ``T(x_i, y_{i+j})`` (batch rolled
-    by j; the batch is already in random order, so these are draws from the product of marginals).
+    matrix whose column 0 is ``T(x_i, y_i)`` and column c is ``T(x_i, y_{i+o_c})`` for k distinct
+    random offsets ``o_c`` in [1, B): every row gets k other y's of the batch, i.e. draws from the
+    product of marginals (the MINE paper's shuffled pairs, k of them per positive).
     """
+    n = len(x)
     if negatives == "all":
-        scores = critic.pair_scores(x, y)
-        return scores, torch.eye(len(x), dtype=torch.bool)
-    k = max(1, min(n_shuffles, len(x) - 1))
-    cols = [critic(x, y)] + [critic(x, torch.roll(y, j, 0)) for j in range(1, k + 1)]
-    scores = torch.stack(cols, dim=1)
+        return critic.pair_scores(x, y), torch.eye(n, dtype=torch.bool)
+    k = max(1, min(n_shuffles, n - 1))
+    offsets = torch.cat(
+        [torch.zeros(1, dtype=torch.long), torch.randperm(n - 1, generator=gen)[:k] + 1]
+    )
+    idx = (torch.arange(n)[:, None] + offsets[None, :]) % n
+    scores = critic.candidate_scores(x, y, idx)
     mask = torch.zeros_like(scores, dtype=torch.bool)
     mask[:, 0] = True
     return scores, mask
@@ -197,7 +206,7 @@ def train_critic(
         bound.train()
     for step in range(1, cfg.max_steps + 1):
         x, y = source.batch(step, cfg.batch_size, gen)
-        scores, mask = batch_scores(critic, x, y, cfg.negatives, cfg.n_shuffles)
+        scores, mask = batch_scores(critic, x, y, cfg.negatives, cfg.n_shuffles, gen)
         res = bound(scores, mask)
         if not torch.isfinite(res.loss):
             break  # diverged: keep the best critic seen so far

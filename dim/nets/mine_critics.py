@@ -6,8 +6,10 @@ Two families (Poole et al. 2019, §4):
 - :class:`SeparableCritic` — ``g(x) · h(y)``, two MLP encoders and a dot product; cheap on all
   pairs of a batch (one matrix product) but it can only express low-rank interactions.
 
-Both expose ``pair_scores(x, y)``, the full score matrix ``S[i, j] = T(x_i, y_j)``, and
-``forward(x, y)``, the scores of matched rows ``T(x_i, y_i)``.  Critics know nothing about bounds.
+Both expose ``forward(x, y)``, the scores of matched rows ``T(x_i, y_i)``;
+``pair_scores(x, y)``, the full matrix ``S[i, j] = T(x_i, y_j)``; and
+``candidate_scores(x, y, idx)``, ``S[i, k] = T(x_i, y_{idx[i, k]})`` for a chosen set of
+candidates per row.  Critics know nothing about bounds.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class ConcatCritic(nn.Module):
         h = self.act(self.x_in(x)[:, None, :] + self.y_in(y)[None, :, :])
         return self.body(h).squeeze(-1)
 
+    def candidate_scores(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        """``S[i, k] = T(x_i, y_{idx[i, k]})``, shape ``idx.shape``."""
+        h = self.act(self.x_in(x)[:, None, :] + self.y_in(y)[idx])
+        return self.body(h).squeeze(-1)
+
 
 class SeparableCritic(nn.Module):
     """T(x, y) = g(x) · h(y) with MLP encoders g, h to an ``embed``-dimensional space.
@@ -111,6 +118,10 @@ class SeparableCritic(nn.Module):
     def pair_scores(self, x: Tensor, y: Tensor) -> Tensor:
         """All pairs: ``S[i, j] = g(x_i) · h(y_j)``, shape ``(len(x), len(y))``."""
         return self.g(x) @ self.h(y).T
+
+    def candidate_scores(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        """``S[i, k] = g(x_i) · h(y_{idx[i, k]})``, shape ``idx.shape``."""
+        return (self.g(x)[:, None, :] * self.h(y)[idx]).sum(-1)
 
 
 CRITICS = {"concat": ConcatCritic, "separable": SeparableCritic}
