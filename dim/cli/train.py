@@ -43,8 +43,8 @@ def holds_run(path: Path) -> bool:
 
 def prepare_argv(argv: list[str]) -> list[str]:
     """Rewrite ``resume=`` into Hydra run-dir overrides; refuse to overwrite an existing run."""
-    if _is_launched_child():
-        return argv
+    if _is_launched_child():  # write nothing of its own: Hydra's job log goes to stdout
+        return [*argv, "hydra/job_logging=stdout"]
     resume = _arg(argv, "resume")
     if resume not in (None, "", "null"):
         run = Path(resume).expanduser().resolve()
