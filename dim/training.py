@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from dim.callbacks import TensorBoardVisuals
 from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, save_encoder
+from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.modules.dim import DIMModule
@@ -91,6 +92,8 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
     """Train DIM as configured; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = ImageDataModule(_plain(cfg.data))
+    if cfg.data_on_device:
+        data = DeviceDataModule(data, seed=int(cfg.seed))
     module = DIMModule(
         model=_plain(cfg.model),
         bound=_plain(cfg.bound),

@@ -98,6 +98,10 @@ class DIMModule(pl.LightningModule):
         self.probes = None
         if model.get("probe", True) and data.get("num_classes"):
             self.probes = OnlineProbes(feature_dims(enc), int(data["num_classes"]))
+        if model.get("channels_last"):
+            self.encoder.to(memory_format=torch.channels_last)
+        if model.get("compile"):
+            self.encoder.compile()  # in place: state_dict keys stay those of the plain encoder
         self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))
         self.local_samples = model.get("local_samples")
 
@@ -115,6 +119,8 @@ class DIMModule(pl.LightningModule):
     # ---- losses -------------------------------------------------------------------------------
     def compute_losses(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
         """Every loss and metric of one batch; ``*_loss`` keys carry gradient."""
+        if self.hparams.model.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.encoder(x)
         self.last_y = feats["y"].detach()  # for the TensorBoard histograms callback
         out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}

@@ -1,0 +1,153 @@
+"""Device-resident data: the whole dataset lives on the accelerator, batches are sliced there.
+
+For datasets that fit in device memory (CIFAR, digits, Tiny ImageNet, STL-10 at 64 px) a
+DataLoader with workers is the bottleneck of a small encoder on a fast GPU.  This DataModule keeps
+the images on the device (uint8 where the source holds uint8, as CIFAR/MNIST do), and per batch
+does the augmentation (random crop with padding, horizontal flip) and normalisation on the device.
+It has the same interface as :class:`~dim.data.images.ImageDataModule`; under DDP each process
+takes its own shard of a permutation shared by all processes (seeded by epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+
+
+def _normalize_stats(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
+    """Mean/std of the Normalize step in a torchvision dataset's transform, if any."""
+    transform = getattr(dataset, "transform", None)
+    for t in getattr(transform, "transforms", []):
+        if type(t).__name__ == "Normalize":
+            return torch.tensor(t.mean).view(1, -1, 1, 1), torch.tensor(t.std).view(1, -1, 1, 1)
+    return None
+
+
+def materialize(dataset: Dataset) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    """(images, labels, stats): uint8 NCHW + normalisation stats when the source stores uint8
+    arrays (``.data`` / ``.targets``, as torchvision's CIFAR and MNIST do); otherwise the
+    dataset's own (already normalised) float tensors and ``stats=None``."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0], dataset.tensors[1].long(), None
+    data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
+    stats = _normalize_stats(dataset)
+    if data is not None and targets is not None and stats is not None:
+        images = torch.as_tensor(np.asarray(data))
+        if images.dim() == 3:  # N, H, W greyscale
+            images = images.unsqueeze(-1)
+        if images.shape[-1] in (1, 3):  # NHWC -> NCHW
+            images = images.permute(0, 3, 1, 2)
+        return images.contiguous(), torch.as_tensor(np.asarray(targets)).long(), stats
+    # Generic fallback: run the dataset's transform once (its random augmentation is frozen).
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    return torch.stack(xs), torch.as_tensor(ys).long(), None
+
+
+class DeviceBatches:
+    """An iterable of (images, labels) batches sliced from device tensors."""
+
+    def __init__(self, owner: DeviceDataModule, train: bool) -> None:
+        self.owner, self.train = owner, train
+
+    def _indices(self) -> Tensor:
+        o = self.owner
+        x = o.tensors["train" if self.train else "val"][0]
+        n = x.shape[0]
+        if not self.train:
+            return torch.arange(n, device=x.device)
+        g = torch.Generator(device="cpu").manual_seed(o.seed + o.epoch)
+        perm = torch.randperm(n, generator=g)
+        per_rank = n // o.world_size
+        return perm[o.rank * per_rank : (o.rank + 1) * per_rank].to(x.device)
+
+    def __len__(self) -> int:
+        o = self.owner
+        n = o.tensors["train" if self.train else "val"][0].shape[0]
+        if self.train:
+            return (n // o.world_size) // o.batch_size
+        return -(-n // o.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        o = self.owner
+        x_all, y_all = o.tensors["train" if self.train else "val"]
+        idx = self._indices()
+        for b in range(len(self)):
+            sel = idx[b * o.batch_size : (b + 1) * o.batch_size]
+            yield o.prepare(x_all[sel], self.train), y_all[sel]
+        if self.train:
+            o.epoch += 1
+
+
+class DeviceDataModule(pl.LightningDataModule):
+    """Wraps an ImageDataModule's splits; same ``info`` and loaders, data on the device."""
+
+    def __init__(self, base: Any, seed: int = 0) -> None:
+        super().__init__()
+        self.base = base
+        self.batch_size = base.batch_size
+        self.augment = dict(base.cfg.get("augment") or {})
+        self.seed, self.epoch, self.rank, self.world_size = seed, 0, 0, 1
+        self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
+        self.stats: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.base.info
+
+    def setup(self, stage: str | None = None) -> None:
+        device = torch.device("cpu")
+        if self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+        for name, ds in (("train", self.base.splits.train), ("val", self.base.splits.val)):
+            x, y, stats = materialize(ds)
+            self.tensors[name] = (x.to(device), y.to(device))
+            if stats is not None:
+                self.stats = (stats[0].to(device), stats[1].to(device))
+
+    def prepare(self, x: Tensor, train: bool) -> Tensor:
+        """uint8 -> float in [0, 1] -> augment (train) -> normalise, all on the device."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        if train:
+            pad = int(self.augment.get("crop_padding") or 0)
+            if pad:
+                x = random_crop(x, pad)
+            if self.augment.get("hflip"):
+                flip = torch.rand(x.shape[0], device=x.device) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        if self.stats is not None:
+            x = (x - self.stats[0]) / self.stats[1]
+        return x
+
+    def train_dataloader(self) -> DeviceBatches:
+        return DeviceBatches(self, train=True)
+
+    def val_dataloader(self) -> DeviceBatches:
+        return DeviceBatches(self, train=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state.get("epoch", 0))
+
+
+def random_crop(x: Tensor, pad: int) -> Tensor:
+    """Per-image random crop of a zero-padded batch back to its size (one gather, no loop)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]

@@ -1,0 +1,108 @@
+"""Single-device speed options, each checked for correctness on CPU: bf16, channels_last,
+torch.compile and device-resident data (same batches, augmentation and normalisation)."""
+
+import json
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+from test_data import _write_cifar10
+from torchvision import datasets
+
+from dim.data.device import DeviceDataModule, random_crop
+from dim.data.images import ImageDataModule
+from dim.modules.dim import DIMModule
+
+DATA = dict(channels=3, image_size=32, num_classes=10)
+
+
+def _module(**model):
+    base = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16])
+    return DIMModule(
+        base | model,
+        dict(name="infonce"),
+        dict(alpha=0.5, beta=1.0, gamma=0.1),
+        dict(lr=1e-4),
+        DATA,
+    )
+
+
+def test_bf16_channels_last_and_device_data_train_through_the_cli(tmp_path):
+    run = tmp_path / "fast"
+    args = ["trainer.precision=bf16-mixed", "model.channels_last=true", "data_on_device=true"]
+    proc = run_cli("dim-train", *TINY, *args, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 4
+    assert all(v is not None for k, v in metrics["metrics"].items() if k.startswith("train/loss"))
+
+
+def test_channels_last_gives_the_same_losses():
+    torch.manual_seed(0)
+    plain = _module()
+    fast = _module(channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    torch.manual_seed(1)
+    a = plain.compute_losses(x, y)
+    torch.manual_seed(1)
+    b = fast.compute_losses(x, y)
+    torch.testing.assert_close(a["local_loss"], b["local_loss"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a["global_loss"], b["global_loss"], rtol=1e-4, atol=1e-4)
+
+
+def test_compiled_encoder_matches_eager_and_keeps_checkpoint_keys():
+    torch.manual_seed(0)
+    eager = _module()
+    compiled = _module(compile=True)
+    compiled.load_state_dict(eager.state_dict())  # same keys: no "_orig_mod." prefix
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        eager.eval(), compiled.eval()
+        torch.testing.assert_close(
+            compiled.encoder(x)["y"], eager.encoder(x)["y"], rtol=1e-3, atol=1e-4
+        )
+    out = compiled.train().compute_losses(x, torch.randint(0, 10, (4,)))
+    out["encoder_loss"].backward()
+    assert torch.isfinite(out["encoder_loss"])
+
+
+@pytest.fixture
+def cifar(tmp_path, monkeypatch):
+    train_list, test_list, meta_md5 = _write_cifar10(tmp_path)
+    monkeypatch.setattr(datasets.CIFAR10, "train_list", train_list)
+    monkeypatch.setattr(datasets.CIFAR10, "test_list", test_list)
+    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": meta_md5})
+    cfg = {"name": "cifar10", "data_dir": str(tmp_path), "download": False, "batch_size": 10}
+    return ImageDataModule(cfg)
+
+
+def test_device_data_normalises_exactly_like_the_dataloader(cifar):
+    dev = DeviceDataModule(cifar)
+    dev.setup()
+    assert dev.tensors["train"][0].dtype == torch.uint8  # stored compactly
+    x_dev, y_dev = next(iter(dev.val_dataloader()))
+    x_ref, y_ref = next(iter(cifar.val_dataloader()))
+    torch.testing.assert_close(x_dev, x_ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(y_dev, y_ref)
+    assert len(dev.train_dataloader()) == len(cifar.train_dataloader()) == 10
+
+
+def test_device_data_shards_disjointly_across_processes(cifar):
+    seen = []
+    for rank in range(2):
+        dev = DeviceDataModule(cifar, seed=3)
+        dev.setup()
+        dev.rank, dev.world_size = rank, 2
+        seen.append(set(dev.train_dataloader()._indices().tolist()))
+    assert not seen[0] & seen[1] and len(seen[0]) == len(seen[1]) == 50
+
+
+def test_random_crop_takes_windows_of_the_padded_image():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    out = random_crop(x, 2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        windows = [padded[i, :, r : r + 5, c : c + 5] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
