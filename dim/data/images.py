@@ -2,14 +2,13 @@
 
 A *source* builds the (train, val) datasets of one dataset name and says what it holds
 (channels, image size, classes).  Every dataset yields ``(image, label)`` with ``label = -1`` when
-the data is unlabelled.
+the data is unlabelled.  Sources live in ``dim/data/``: ``digits`` and ``synthetic`` here,
+torchvision's datasets in ``torchvision_sets.py`` (cifar10, cifar100, stl10, mnist, celeba), image
+folders in ``folders.py`` (folder, tiny_imagenet); the transforms in ``transforms.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,28 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from dim.data import folders, torchvision_sets  # noqa: F401 - they register their sources
+from dim.data.base import SOURCES, Source, Splits, missing_data_error, register
+from dim.data.transforms import STATS, image_transform
 from dim.errors import DimError
 
-
-@dataclass
-class Splits:
-    train: Dataset
-    val: Dataset
-    channels: int
-    image_size: int
-    num_classes: int | None  # None = unlabelled
-
-
-Source = Callable[[dict[str, Any]], Splits]
-SOURCES: dict[str, Source] = {}
-
-
-def register(name: str) -> Callable[[Source], Source]:
-    def deco(fn: Source) -> Source:
-        SOURCES[name] = fn
-        return fn
-
-    return deco
+__all__ = [
+    "SOURCES",
+    "STATS",
+    "ImageDataModule",
+    "Source",
+    "Splits",
+    "build_splits",
+    "image_transform",
+    "missing_data_error",
+    "register",
+]
 
 
 def _normalize(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
@@ -87,64 +80,6 @@ def synthetic(cfg: dict[str, Any]) -> Splits:
         image_size=s,
         num_classes=int(k) if k else None,
     )
-
-
-CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-
-
-def _transforms(cfg: dict[str, Any], mean, std, train: bool):
-    from torchvision import transforms as T
-
-    steps: list[Any] = []
-    aug = cfg.get("augment") or {}
-    if train and aug.get("crop_padding"):
-        steps.append(T.RandomCrop(int(cfg["image_size"]), padding=int(aug["crop_padding"])))
-    if train and aug.get("hflip"):
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
-    return T.Compose(steps)
-
-
-def missing_data_error(name: str, path: Path, err: Exception) -> DimError:
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return DimError(
-        f"{name} not found under {path} and not downloadable ({reason}); put the dataset there "
-        "(data.data_dir=..., data.download=true on a machine with network) or train offline "
-        "with data=digits or data=synthetic"
-    )
-
-
-def _torchvision_cifar(cfg: dict[str, Any], name: str) -> Splits:
-    from torchvision import datasets
-
-    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    root = Path(cfg.get("data_dir", "data")).expanduser()
-    mean, std = CIFAR_STATS[name]
-    download = bool(cfg.get("download", True))
-    try:
-        train = cls(
-            root, train=True, download=download, transform=_transforms(cfg, mean, std, True)
-        )
-        val = cls(
-            root, train=False, download=download, transform=_transforms(cfg, mean, std, False)
-        )
-    except (RuntimeError, OSError) as err:  # URLError is an OSError; not found is RuntimeError
-        raise missing_data_error(name.upper(), root / cls.base_folder, err) from None
-    classes = 10 if name == "cifar10" else 100
-    return Splits(train, val, channels=3, image_size=32, num_classes=classes)
-
-
-@register("cifar10")
-def cifar10(cfg: dict[str, Any]) -> Splits:
-    return _torchvision_cifar(cfg, "cifar10")
-
-
-@register("cifar100")
-def cifar100(cfg: dict[str, Any]) -> Splits:
-    return _torchvision_cifar(cfg, "cifar100")
 
 
 def build_splits(cfg: dict[str, Any]) -> Splits:

@@ -1,0 +1,102 @@
+"""Image transforms shared by every PIL-image dataset: geometry, augmentation, normalisation.
+
+The pipeline, in order (keys of the ``data`` config):
+
+1. convert to ``L`` or ``RGB`` to match ``channels``;
+2. ``center_crop`` (e.g. CelebA's faces: 140 of 178x218), then ``resize`` (shorter side);
+3. to ``image_size``: training takes a random crop when ``augment.random_crop`` (STL-10: random
+   64x64 crops of the 96x96 images) or ``augment.crop_padding`` > 0 (the CIFAR recipe); otherwise,
+   and always for evaluation, a center crop.  A center crop larger than the image zero-pads it:
+   MNIST's 28x28 digits become 32x32 with a 2-pixel black border;
+4. ``augment.hflip`` (training only);
+5. to a tensor, normalised with ``mean`` / ``std`` (per channel; the dataset's own statistics when
+   null).
+
+So every image tensor is exactly ``channels x image_size x image_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dim.errors import DimError
+
+Stats = tuple[Sequence[float], Sequence[float]]
+
+# Per-channel mean / std of the training images in [0, 1] (RGB order).
+STATS: dict[str, Stats] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
+    "celeba": ((0.5063, 0.4258, 0.3832), (0.3107, 0.2904, 0.2897)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "folder": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # maps [0, 1] to [-1, 1]
+}
+
+
+class ToMode:
+    """Convert a PIL image to ``L`` (1 channel) or ``RGB`` (3); picklable for worker processes."""
+
+    def __init__(self, channels: int) -> None:
+        if channels not in (1, 3):
+            raise DimError(f"data.channels must be 1 or 3, got {channels}")
+        self.mode = "L" if channels == 1 else "RGB"
+
+    def __call__(self, img: Any) -> Any:
+        return img if img.mode == self.mode else img.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"ToMode({self.mode})"
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
+    vals = tuple(float(v) for v in values)
+    if len(vals) == channels:
+        return vals
+    if len(vals) == 1:
+        return vals * channels
+    if channels == 1:  # RGB statistics for a greyscale conversion: their mean is close enough
+        return (sum(vals) / len(vals),)
+    raise DimError(f"data.{what} has {len(vals)} values but the images have {channels} channels")
+
+
+def normalisation(cfg: dict[str, Any], dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` per channel: ``data.mean`` / ``data.std`` or the dataset's statistics."""
+    channels = int(cfg.get("channels", 3))
+    mean, std = STATS.get(dataset, STATS["folder"])
+    mean = cfg.get("mean") or mean
+    std = cfg.get("std") or std
+    std_c = _per_channel(std, channels, "std")
+    if min(std_c) <= 0:
+        raise DimError(f"data.std must be > 0, got {list(std_c)}")
+    return _per_channel(mean, channels, "mean"), std_c
+
+
+def image_transform(cfg: dict[str, Any], dataset: str, train: bool):
+    """The torchvision transform of one split (see the module docstring for the pipeline)."""
+    from torchvision import transforms as T
+
+    size = int(cfg["image_size"])
+    aug = (cfg.get("augment") or {}) if train else {}
+    steps: list[Any] = [ToMode(int(cfg.get("channels", 3)))]
+    if cfg.get("center_crop"):
+        steps.append(T.CenterCrop(int(cfg["center_crop"])))
+    if cfg.get("resize"):
+        steps.append(T.Resize(int(cfg["resize"]), antialias=True))
+    padding = int(aug.get("crop_padding") or 0)
+    if aug.get("random_crop") or padding:
+        steps.append(T.RandomCrop(size, padding=padding or None, pad_if_needed=True))
+    else:
+        steps.append(T.CenterCrop(size))
+    if aug.get("hflip"):
+        steps.append(T.RandomHorizontalFlip())
+    mean, std = normalisation(cfg, dataset)
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
+
+
+def split_transforms(cfg: dict[str, Any], dataset: str):
+    """``(train_transform, eval_transform)``."""
+    return image_transform(cfg, dataset, True), image_transform(cfg, dataset, False)
