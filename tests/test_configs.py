@@ -56,7 +56,7 @@ def test_gpu_and_multinode_trainer_settings():
     gpu = compose_train(["trainer=gpu"]).trainer
     assert gpu.accelerator == "gpu" and gpu.precision == "bf16-mixed"
     multi = compose_train(["trainer=multinode"]).trainer
-    assert multi.num_nodes == 2 and multi.strategy == "ddp"
+    assert multi.num_nodes == 2 and multi.devices == 8 and multi.strategy == "ddp"
     assert compose_train(["trainer=ddp_cpu"]).trainer.devices == 2
 
 
@@ -79,3 +79,15 @@ def test_installed_configs_work_outside_the_checkout(tmp_path):
         cfg.data.name == "digits" and cfg.model.encoder == "basic32" and cfg.bound.name == "infonce"
     )
     assert not list(tmp_path.iterdir())  # --cfg writes nothing
+
+
+def test_slurm_launcher_follows_the_trainer_settings():
+    from hydra import compose, initialize_config_module
+
+    overrides = ["trainer=multinode", "trainer.num_nodes=4", "hydra/launcher=dim_slurm"]
+    with initialize_config_module("dim.configs", version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm

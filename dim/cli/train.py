@@ -33,8 +33,10 @@ def _arg(argv: list[str], key: str) -> str | None:
 
 
 def _is_launched_child() -> bool:
-    # Lightning's DDP launcher re-runs this command in child processes with LOCAL_RANK set.
-    return os.environ.get("LOCAL_RANK", "0") != "0"
+    # Lightning's DDP launcher re-runs this command in child processes with LOCAL_RANK set;
+    # torchrun and SLURM set RANK / SLURM_PROCID for every process of the job.
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK")
+    return (rank or "0") != "0"
 
 
 def holds_run(path: Path) -> bool:
@@ -44,7 +46,7 @@ def holds_run(path: Path) -> bool:
 def prepare_argv(argv: list[str]) -> list[str]:
     """Rewrite ``resume=`` into Hydra run-dir overrides; refuse to overwrite an existing run."""
     if _is_launched_child():  # write nothing of its own: Hydra's job log goes to stdout
-        return [*argv, "hydra/job_logging=stdout"]
+        return [*argv, "hydra/job_logging=stdout", "hydra.output_subdir=null"]
     resume = _arg(argv, "resume")
     if resume not in (None, "", "null"):
         run = Path(resume).expanduser().resolve()
