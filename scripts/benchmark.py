@@ -1,0 +1,179 @@
+"""Throughput benchmark: (a) the bare DIM training step on tensors already in memory and (b) the
+full ``dim-train`` pipeline (Trainer, data loading, logging, checkpointing) on the same config.
+
+    python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed \
+        --compile 0 1 --device-data 0 1 --out bench.json --set model.mi_units=2048
+
+Prints a table and writes JSON: images/second for (a) and (b), the ratio (b)/(a) (target >= 0.9)
+and peak memory. Timing starts after ``--warmup`` steps (compilation, cuDNN autotuning excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from dim.modules.dim import DIMModule
+from dim.training import train
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # process-wide, CPU
+
+
+def make_cfg(batch: int, precision: str, compiled: bool, device_data: bool, steps: int, extra):
+    overrides = [
+        "data=synthetic",
+        f"data.batch_size={batch}",
+        f"data.num_samples={batch * steps}",
+        f"data.val_size={batch}",
+        f"trainer.precision={precision}",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false",
+        f"model.compile={str(compiled).lower()}",
+        f"data_on_device={str(device_data).lower()}",
+        "logger.histogram_every_n_steps=0",
+        *extra,
+    ]
+    with initialize_config_module("dim.configs", version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def bare_step(cfg, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    info = {
+        "channels": c["data"]["channels"],
+        "image_size": c["data"]["image_size"],
+        "num_classes": 10,
+    }
+    module = DIMModule(c["model"], c["bound"], c["objective"], c["optim"], info).to(device)
+    optimizers, _ = module.configure_optimizers()
+    b, s = c["data"]["batch_size"], info["image_size"]
+    x = torch.randn(b, info["channels"], s, s, device=device)
+    y = torch.randint(0, 10, (b,), device=device)
+    dtype = torch.bfloat16 if "bf16" in str(c["trainer"]["precision"]) else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = module.compute_losses(x, y)
+            total = (
+                out["encoder_loss"]
+                + out.get("prior_discriminator_loss", 0)
+                + out.get("probe_loss", 0)
+            )
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        for opt in optimizers:
+            opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return b * steps / (time.perf_counter() - t0), peak_memory_mb(device)
+
+
+class StepTimer(pl.Callback):
+    """Wall time of the training steps after ``warmup`` (includes data loading and logging)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.t0, self.t1, self.images = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.t0 is not None:
+            self.images += batch[0].shape[0]
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.t1 = time.perf_counter()
+
+
+def pipeline(cfg, warmup: int) -> float:
+    timer = StepTimer(warmup)
+    import dim.training as training
+
+    original = training.build_callbacks
+    training.build_callbacks = lambda c, r: [*original(c, r), timer]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, Path(tmp), None)
+    finally:
+        training.build_callbacks = original
+    return timer.images / (timer.t1 - timer.t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64])
+    p.add_argument("--precision", nargs="+", default=["32-true"])
+    p.add_argument("--compile", type=int, nargs="+", default=[0])
+    p.add_argument("--device-data", type=int, nargs="+", default=[0])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--set", nargs="*", default=[], help="dim-train overrides, e.g. model=basic64")
+    args = p.parse_args(argv)
+    extra = args.set
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    grid = itertools.product(args.batch_sizes, args.precision, args.compile, args.device_data)
+    for batch, precision, compiled, device_data in grid:
+        cfg = make_cfg(
+            batch, precision, bool(compiled), bool(device_data), args.steps + args.warmup, extra
+        )
+        bare, mem = bare_step(cfg, device, args.steps, args.warmup)
+        full = pipeline(cfg, args.warmup)
+        rows.append(
+            {
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "batch": batch, "precision": precision, "compile": bool(compiled),
+                "device_data": bool(device_data), "bare_img_s": round(bare, 1),
+                "pipeline_img_s": round(full, 1), "ratio": round(full / bare, 3),
+                "peak_mem_mb": round(mem, 1),
+                "cifar10_1000_epochs_min": round(50000 * 1000 / full / 60, 1),
+                "overrides": extra,
+            }
+        )  # fmt: skip
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    cols = [
+        ("batch", 5), ("precision", 10), ("compile", 7), ("device_data", 11), ("bare_img_s", 10),
+        ("pipeline_img_s", 14), ("ratio", 6), ("peak_mem_mb", 11), ("cifar10_1000_epochs_min", 23),
+    ]  # fmt: skip
+    print(" ".join(f"{name:>{w}}" for name, w in cols))
+    for r in rows:
+        print(" ".join(f"{r[name]!s:>{w}}" for name, w in cols))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
