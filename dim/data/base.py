@@ -111,5 +111,5 @@ def missing_data_error(
     else:
         what = f"and not downloadable ({first_line(err)})" if err else "and not downloadable"
     fix = how or "put the dataset there (data.data_dir=...)"
-    hint = "data.download=true on a machine with network, or " if download is False else ""
+    hint = "set data.download=true on a machine with network, or " if download is False else ""
     return DimError(f"{where} {what}; {hint}{fix}, {OFFLINE}")
