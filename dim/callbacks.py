@@ -15,6 +15,8 @@ class TensorBoardVisuals(pl.Callback):
         self.every_n_steps = every_n_steps
         self.image_grid = image_grid
         self._grid_done = False
+        # Its own generator: drawing prior samples must not move the training RNG (exact resume).
+        self._gen = torch.Generator().manual_seed(0)
 
     @staticmethod
     def _writer(trainer: pl.Trainer):
@@ -43,4 +45,6 @@ class TensorBoardVisuals(pl.Callback):
             y = y.float().cpu()
             writer.add_histogram("representation/y", y, step)
             writer.add_histogram("representation/sigmoid_y", torch.sigmoid(y), step)
-            writer.add_histogram("representation/prior_samples", torch.rand_like(y), step)
+            writer.add_histogram(
+                "representation/prior_samples", torch.rand(y.shape, generator=self._gen), step
+            )

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dim.callbacks import TensorBoardVisuals
 from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, save_encoder
@@ -22,6 +26,7 @@ from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.modules.dim import DIMModule
+from dim.reliability import AtomicCheckpointIO, GracefulStop
 
 TB_DIR = "tensorboard"
 
@@ -50,10 +55,11 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         save_top_k=1,
         monitor=ck.monitor,
         mode=ck.mode,
-        every_n_epochs=ck.every_n_epochs if not ck.every_n_train_steps else None,
+        every_n_epochs=None if ck.every_n_train_steps or ck.every_n_minutes else ck.every_n_epochs,
         every_n_train_steps=ck.every_n_train_steps,
+        train_time_interval=timedelta(minutes=ck.every_n_minutes) if ck.every_n_minutes else None,
     )
-    callbacks: list[pl.Callback] = [checkpoint]
+    callbacks: list[pl.Callback] = [checkpoint, GracefulStop(run_dir / "checkpoints")]
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
@@ -103,13 +109,27 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
     )
     if ckpt_path is not None:
         check_checkpoint(ckpt_path, module)
+    callbacks = build_callbacks(cfg, run_dir)
     trainer = pl.Trainer(
         **_plain(cfg.trainer),
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir),
-        callbacks=build_callbacks(cfg, run_dir),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SIGTERMException:
+        stop = next(c for c in callbacks if isinstance(c, GracefulStop))
+        signum = stop.signum or signal.SIGTERM
+        if trainer.is_global_zero:
+            print(
+                f"Stopped by {signal.Signals(signum).name} at step {trainer.global_step}; "
+                f"checkpoint saved to {stop.saved}. Continue with: dim-train resume={run_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        sys.exit(128 + signum)
     metrics = _final_metrics(trainer)
     if trainer.is_global_zero:
         summary = {

@@ -106,11 +106,17 @@ def test_ckpt_path_starts_a_new_run_dir(tiny_run, tmp_path):
         (["ckpt_path={tmp}/missing.ckpt"], "no such checkpoint"),
         (["model=basic64", "data.image_size=64", "ckpt_path={ckpt}"], "was trained with encoder"),
         (["resume={tmp}"], "not a dim run directory"),
+        (["bound.name=infonse"], "unknown bound 'infonse'"),
+        (["model.encoder=vgg"], "unknown encoder 'vgg'"),
+        (["data.name=imagenet21k"], "unknown dataset 'imagenet21k'"),
+        (["ckpt_path={garbage}"], "cannot read"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_leaves_nothing(tiny_run, tmp_path, args, message):
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
-    args = [a.format(tmp=tmp_path, ckpt=ckpt) for a in args]
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint" * 100)
+    args = [a.format(tmp=tmp_path, ckpt=ckpt, garbage=garbage) for a in args]
     out = tmp_path / "out"
     base = [a for a in TINY if not a.startswith("data")] if args[0].startswith("data=") else TINY
     proc = run_cli("dim-train", *base, *args, f"hydra.run.dir={out}")

@@ -35,6 +35,7 @@ from dim.objectives import (
     prior_encoder_loss,
     sample_locations,
 )
+from dim.reliability import collect_rng_states, set_rng_states
 
 
 def _no_closure() -> None:
@@ -104,6 +105,7 @@ class DIMModule(pl.LightningModule):
             self.encoder.compile()  # in place: state_dict keys stay those of the plain encoder
         self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))
         self.local_samples = model.get("local_samples")
+        self.skipped_steps = 0
 
     @staticmethod
     def _make_bound(cfg: dict[str, Any]):
@@ -168,29 +170,62 @@ class DIMModule(pl.LightningModule):
             out.update({f"probe_acc_{k}": v for k, v in acc.items()})
         return out
 
-    def _check_finite(self, out: dict[str, Tensor]) -> None:
-        for key, value in out.items():
-            if key.endswith("_loss") and not bool(torch.isfinite(value).all()):
-                raise NonFiniteLossError(
-                    f"loss term '{key.removesuffix('_loss')}' became {value.item()} at step "
-                    f"{self.global_step}; the last good checkpoint is kept. Try bound=jsd, "
-                    "model.tclip=20 or a lower optim.lr"
-                )
+    def _nonfinite(self, out: dict[str, Tensor]) -> str | None:
+        """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes."""
+        terms = sorted((k for k in out if k.endswith("_loss")), key=lambda k: k == "encoder_loss")
+        bad = next((k for k in terms if not bool(torch.isfinite(out[k]).all())), None)
+        if bad is None and "encoder_loss" not in out:  # called after backward: check gradients
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+                bad = "gradients"
+        if self.trainer.world_size > 1:
+            if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+                bad = bad or "another process's term"
+        return bad
+
+    def _handle_nonfinite(self, term: str, out: dict[str, Tensor]) -> None:
+        """Skip the step (policy ``skip``) or stop the run, keeping the last good checkpoint."""
+        name = term.removesuffix("_loss")
+        value = out[term].item() if term in out else "non-finite"
+        if self.hparams.optim.get("on_nonfinite", "stop") == "skip":
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+            return
+        raise NonFiniteLossError(
+            f"'{name}' became {value} at step {self.global_step}; the last good checkpoint is "
+            "kept. Try bound=jsd, model.tclip=20, a lower optim.lr, or optim.on_nonfinite=skip"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = collect_rng_states()  # exact resume: data order, prior samples
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
 
     # ---- training -----------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         x, labels = batch
         out = self.compute_losses(x, labels)
-        self._check_finite(out)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        bad = self._nonfinite(out)
+        if bad is not None:
+            self._handle_nonfinite(bad, out)
+            return None
         total = out["encoder_loss"]
         for key in ("prior_discriminator_loss", "probe_loss"):
             if key in out:
                 total = total + out[key]
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
+        bad = self._nonfinite({})
+        if bad is not None:
+            self._handle_nonfinite(bad, out)
+            return None
         clip = self.hparams.optim.get("grad_clip")
         if clip:
             self.clip_gradients(
