@@ -46,3 +46,16 @@ class OnlineProbes(nn.Module):
 def feature_dims(encoder: nn.Module) -> dict[str, int]:
     conv = int(torch.tensor(encoder.conv_shape).prod())
     return {"conv": conv, "fc": encoder.fc_dim, "y": encoder.y_dim}
+
+
+def linear_classifier(in_dim: int, num_classes: int) -> nn.Sequential:
+    """A logistic-regression probe: Flatten -> Linear (softmax lives in the cross-entropy loss).
+
+    Args:
+        in_dim: feature size (a conv map is flattened first).
+        num_classes: number of classes.
+
+    Returns:
+        The probe module, mapping features to logits.
+    """
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_dim, num_classes))

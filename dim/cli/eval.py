@@ -1,0 +1,105 @@
+"""``dim-eval``: evaluate a trained encoder (config ``configs/eval.yaml``, protocols ``eval/``).
+
+Before Hydra composes the config, the command line is made Hydra-friendly:
+
+- ``eval=linear,knn`` (a plain comma list, which Hydra would read as a sweep) becomes the group
+  list ``eval=[linear,knn]``; ``eval=all`` selects every protocol; unknown names are refused;
+- ``data.key=value`` becomes ``++data.key=value``, so a key of the *run's* data config (which is
+  not part of this config tree) can be patched without choosing a whole ``data=<name>`` group;
+- an explicit ``hydra.run.dir`` that already holds an ``eval.json`` is refused (never overwrite).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dim.cli.common import EXIT_USER_ERROR, run_dir, user_errors
+from dim.errors import DimError
+
+PROTOCOL_NAMES = ("nonlinear", "linear", "knn", "fewshot", "mine", "ndm", "msssim")
+
+
+def _split_names(value: str) -> list[str]:
+    return [n.strip() for n in value.strip().strip("[]").split(",") if n.strip()]
+
+
+def patch_data_keys(arg: str) -> str:
+    """``data.key=value`` -> ``++data.key=value`` (add-or-override; see the module docstring)."""
+    key, sep, _ = arg.partition("=")
+    return "++" + arg if sep and key.startswith("data.") else arg
+
+
+def data_choice(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the ``data=<name>`` group chosen on the command line or None, the ``data.`` patches)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    data = OmegaConf.to_container(cfg.data, resolve=True) or {}
+    if HydraConfig.get().runtime.choices.get("data") not in (None, "null"):
+        return data, {}  # type: ignore[return-value]
+    return None, data  # type: ignore[return-value]
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """Rewrite ``eval=`` lists and ``data.`` patches; refuse to overwrite an eval run dir."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key == "eval":
+            names = _split_names(value)
+            if names == ["all"]:
+                names = list(PROTOCOL_NAMES)
+            bad = [n for n in names if n not in PROTOCOL_NAMES]
+            if bad or not names:
+                raise DimError(
+                    f"unknown eval '{bad[0] if bad else value}'; choose among "
+                    f"{', '.join(PROTOCOL_NAMES)} (several: eval=linear,knn; every one: eval=all)"
+                )
+            arg = f"eval=[{','.join(dict.fromkeys(names))}]"
+        elif sep and key.startswith("data."):
+            arg = patch_data_keys(arg)
+        elif sep and key == "hydra.run.dir" and (Path(value).expanduser() / "eval.json").exists():
+            raise DimError(
+                f"{value} already holds an eval.json; choose another hydra.run.dir "
+                "(nothing was overwritten)"
+            )
+        out.append(arg)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="eval")
+@user_errors
+def _task(cfg: DictConfig) -> None:
+    from dim.eval.runner import evaluate
+
+    if OmegaConf.is_missing(cfg, "run"):
+        raise DimError("no encoder given: pass run=<run_dir, .ckpt or encoder.pt>")
+    out = run_dir()
+    if (out / "eval.json").exists():
+        raise DimError(f"{out} already holds an eval.json (nothing was overwritten)")
+    group, patches = data_choice(cfg)
+    settings = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k not in ("eval", "data", "paths")
+    }
+    protocols = OmegaConf.to_container(cfg.eval, resolve=True) or {}
+    evaluate(settings, protocols, out, group, patches)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """Console script ``dim-eval``."""
+    try:
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    except DimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

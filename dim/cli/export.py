@@ -1,0 +1,60 @@
+"""``dim-export``: write the encoder alone (weights + the config to rebuild it) to a file.
+
+The file is an ``encoder.pt`` in the ``dim-encoder/1`` format (:func:`dim.checkpoints.save_encoder`)
+that loads with ``dim.load_encoder(path)`` or ``torch.load(path, weights_only=True)``.  It also
+stores the training run's data config (``extra.data``), so ``dim-eval`` / ``dim-embed`` can rebuild
+the dataset from the exported file alone.  The command writes nothing else (no run dir).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dim.cli.common import run_dir, user_errors
+from dim.cli.embed import check_out, remove_empty_dirs
+from dim.errors import DimError
+
+
+def export(cfg: DictConfig) -> Path:
+    """Run ``dim-export`` on a composed config; returns the written file."""
+    from dim.checkpoints import save_encoder
+    from dim.eval.source import load_source
+
+    for key in ("run", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise DimError(f"missing {key}=...; usage: dim-export run=<run_dir> out=encoder.pt")
+    out = check_out(cfg.out, bool(cfg.overwrite))
+    source = load_source(cfg.run)
+    if out.exists() and out.resolve() == source.path.resolve():
+        raise DimError(f"out={cfg.out} is the file being exported; choose another path")
+    extra = {
+        "source": str(source.path.resolve()),
+        "exported": datetime.now().isoformat(timespec="seconds"),
+    }
+    if source.run_data is not None:
+        extra["data"] = source.run_data
+    save_encoder(source.encoder, out, extra)
+    print(f"wrote {out}: encoder {source.config} from {source.path}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="export")
+@user_errors
+def _task(cfg: DictConfig) -> None:
+    try:
+        export(cfg)
+    finally:
+        remove_empty_dirs(run_dir())
+
+
+def main() -> None:
+    """Console script ``dim-export``."""
+    _task()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Training-time evaluation callbacks for ``dim-train``: a kNN monitor and the embedding projector.
+
+Both read the data module's splits (``trainer.datamodule.splits``) and the module's ``encoder``,
+encode with the encoder in eval mode (frozen, no gradient) and restore its mode afterwards.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from dim.eval.features import TAPS, extract_features
+from dim.eval.knn import knn_accuracy
+
+
+def _splits(trainer: pl.Trainer):
+    datamodule = getattr(trainer, "datamodule", None)
+    return getattr(datamodule, "splits", None)
+
+
+class KNNMonitor(pl.Callback):
+    """Cosine kNN accuracy of the frozen features, logged as ``val/knn/acc_{conv,fc,y}``.
+
+    Runs at the end of validation every ``every_n_epochs`` epochs and after the last epoch, so the
+    final numbers land in ``metrics.json``.  The neighbour bank is the first ``max_train``
+    training images, the queries the first ``max_val`` validation images.  Every process
+    computes the same numbers (same data, same weights), so nothing is synchronised.
+
+    Args:
+        every_n_epochs: how often (0 = never).
+        k: neighbours per query.
+        temperature: vote weight exp(sim / temperature); None = uniform votes.
+        max_train: size of the neighbour bank.
+        max_val: number of queries.
+        taps: features to monitor.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        k: int = 20,
+        temperature: float | None = 0.07,
+        max_train: int = 5000,
+        max_val: int = 2000,
+        taps: tuple[str, ...] = TAPS,
+    ) -> None:
+        self.every_n_epochs = int(every_n_epochs)
+        self.k = int(k)
+        self.temperature = temperature
+        self.max_train, self.max_val = int(max_train), int(max_val)
+        self.taps = tuple(taps)
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if self.every_n_epochs <= 0 or trainer.sanity_checking:
+            return False
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return last or epoch % self.every_n_epochs == 0
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        splits = _splits(trainer)
+        if not self._due(trainer) or splits is None or not splits.num_classes:
+            return
+        device = pl_module.device
+        bank = extract_features(pl_module.encoder, splits.train, 256, device, self.max_train)
+        queries = extract_features(pl_module.encoder, splits.val, 256, device, self.max_val)
+        bank, queries = bank.labelled(), queries.labelled()
+        if len(bank) == 0 or len(queries) == 0:
+            return
+        for tap in self.taps:
+            acc = knn_accuracy(
+                bank.flat(tap),
+                bank.labels,
+                queries.flat(tap),
+                queries.labels,
+                self.k,
+                int(splits.num_classes),
+                self.temperature,
+                device,
+            )
+            pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=False)
+
+
+class EmbeddingProjector(pl.Callback):
+    """At the end of training, a TensorBoard projector of Y for the first ``num_images`` images
+    of the validation split, with their labels and image sprites (tag ``y``)."""
+
+    def __init__(self, num_images: int = 500) -> None:
+        self.num_images = int(num_images)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from dim.eval.projector import projector_from_dataset
+
+        splits = _splits(trainer)
+        writer = next(
+            (lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None
+        )
+        if splits is None or writer is None or self.num_images <= 0 or len(splits.val) == 0:
+            return
+        with torch.no_grad():
+            projector_from_dataset(
+                writer,
+                pl_module.encoder,
+                splits.val,
+                self.num_images,
+                pl_module.device,
+                trainer.global_step,
+            )
