@@ -25,6 +25,7 @@ from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, save_enc
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
+from dim.eval.callbacks import EmbeddingProjector, KNNMonitor
 from dim.modules.dim import DIMModule
 from dim.reliability import AtomicCheckpointIO, GracefulStop
 
@@ -64,6 +65,14 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
         )
+    knn = cfg.callbacks.get("knn")  # absent in the configs of runs made before it existed
+    if knn and knn.every_n_epochs:
+        callbacks.append(
+            KNNMonitor(knn.every_n_epochs, knn.k, knn.temperature, knn.max_train, knn.max_val)
+        )
+    projector = cfg.callbacks.get("projector")
+    if projector and projector.num_images and cfg.logger.name == "tensorboard":
+        callbacks.append(EmbeddingProjector(projector.num_images))
     return callbacks
 
 

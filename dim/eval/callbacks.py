@@ -17,7 +17,10 @@ from dim.eval.knn import knn_accuracy
 
 def _splits(trainer: pl.Trainer):
     datamodule = getattr(trainer, "datamodule", None)
-    return getattr(datamodule, "splits", None)
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:  # a wrapper such as DeviceDataModule keeps the splits on its ``base``
+        splits = getattr(getattr(datamodule, "base", None), "splits", None)
+    return splits
 
 
 class KNNMonitor(pl.Callback):
