@@ -91,3 +91,15 @@ def test_slurm_launcher_follows_the_trainer_settings():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (4, 8, 8)
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm
+
+
+def test_multinode_settings_build_a_ddp_trainer():
+    import pytorch_lightning as pl
+    from pytorch_lightning.strategies import DDPStrategy
+
+    c = OmegaConf.to_container(compose_train(["trainer=multinode"]).trainer, resolve=True)
+    c["accelerator"] = "cpu"  # this machine has no GPU; everything else as configured
+    c["precision"] = "bf16-mixed"
+    trainer = pl.Trainer(**c, logger=False, enable_checkpointing=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.num_nodes == 2 and trainer.num_devices == 8 and trainer.world_size == 16

@@ -126,3 +126,22 @@ def test_nonfinite_skip_policy_skips_and_counts(tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["skipped_steps"] == 1
     assert metrics["train/skipped_steps"] == 1.0
+
+
+def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "trainer.max_epochs=500", "callbacks.checkpoint.every_n_train_steps=2"]
+    proc = subprocess.Popen([str(BIN / "dim-train"), *args, f"hydra.run.dir={run}"])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints/last.ckpt").exists():
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.kill()
+    proc.wait(timeout=60)
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)  # intact, loadable
+    saved = ckpt["global_step"]
+    logged = max(max(steps) for steps in _losses(run).values())  # last step that ran
+    assert saved >= 2 and logged + 1 - saved <= 2  # at most one interval (2 steps) lost
+    proc = run_cli("dim-train", f"resume={run}", f"trainer.max_steps={saved + 3}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == saved + 3
