@@ -1,0 +1,331 @@
+"""``dim.estimate_mi``: I(X;Y) from two paired arrays, estimated on held-out pairs.
+
+The data are split once (seeded) into three disjoint parts: *train* (the critic is fitted on
+it), *val* (its estimate drives early stopping and picks the critic that is kept) and *eval*
+(the reported estimate and its standard error; the critic never saw it and it took no part in
+choosing the critic, so the number is not inflated by overfitting or by selection).  Inputs are
+standardised with statistics of the training part (MI is invariant under invertible maps of x
+and of y, so this changes the optimisation, not the target).
+
+``bound="ksg"`` is the non-neural Kraskov estimator; it has nothing to fit, so it uses all pairs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dim.data.pairs import MIN_SAMPLES, Staircase, validate_pairs
+from dim.errors import DimError
+from dim.ksg import ksg_mi
+from dim.modules.mine import (
+    ArraySource,
+    CurvePoint,
+    TrainConfig,
+    heldout_estimate,
+    make_bound,
+    train_critic,
+)
+from dim.nets.mine_critics import build_critic
+
+NEURAL_BOUNDS = ("mine", "mine_f", "nwj", "infonce", "dv", "jsd", "smile")
+BOUND_NAMES = (*NEURAL_BOUNDS, "ksg")
+LOG2 = math.log(2.0)
+
+
+@dataclass
+class MIEstimate:
+    """An estimate of I(X;Y).
+
+    Attributes:
+        mi_nats: the held-out estimate, in nats.
+        stderr_nats: its standard error (spread across held-out blocks; KSG: across samples).
+        bound: the estimator used.
+        n_train: pairs the critic was fitted on (0 for KSG).
+        n_val: pairs used for early stopping (0 for KSG).
+        n_eval: pairs the reported estimate was computed on.
+        curve: training curve: step, train estimate (mean over the last steps), held-out
+            (validation) estimate and, for synthetic tasks, the true MI.
+        true_mi: analytic MI in nats, when known.
+        best_step: training step of the kept critic.
+        steps: training steps taken (early stopping may end before ``max_steps``).
+        seconds: wall-clock time of the estimate.
+        n_dropped: rows dropped for holding NaN/inf (only with ``drop_nonfinite=True``).
+        settings: the estimator settings, for the record.
+    """
+
+    mi_nats: float
+    stderr_nats: float
+    bound: str
+    n_train: int
+    n_val: int
+    n_eval: int
+    curve: list[CurvePoint] = field(default_factory=list)
+    true_mi: float | None = None
+    best_step: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    n_dropped: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mi_bits(self) -> float:
+        """The estimate in bits."""
+        return self.mi_nats / LOG2
+
+    @property
+    def stderr_bits(self) -> float:
+        """The standard error in bits."""
+        return self.stderr_nats / LOG2
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (what ``dim-mine`` writes to ``mi.json``)."""
+        out = asdict(self)
+        out["curve"] = [asdict(p) for p in self.curve]
+        out["mi_bits"], out["stderr_bits"] = self.mi_bits, self.stderr_bits
+        return out
+
+    def __str__(self) -> str:
+        return f"I(X;Y) ≈ {self.mi_nats:.3f} nats ({self.mi_bits:.3f} bits)"
+
+
+def split_indices(
+    n: int, eval_fraction: float, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded disjoint (train, val, eval) index sets."""
+    if not (0 < eval_fraction < 1 and 0 < val_fraction < 1 and eval_fraction + val_fraction < 1):
+        raise DimError(
+            "eval_fraction and val_fraction must be in (0, 1) with a sum below 1, got "
+            f"{eval_fraction} and {val_fraction}"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    n_eval, n_val = round(n * eval_fraction), round(n * val_fraction)
+    if min(n_eval, n_val, n - n_eval - n_val) < 2:
+        raise DimError(f"{n} samples are too few to split into train, val and eval parts")
+    return perm[n_eval + n_val :], perm[n_eval : n_eval + n_val], perm[:n_eval]
+
+
+def _train_config(kw: dict[str, Any], bound: str) -> TrainConfig:
+    """Optimisation settings; InfoNCE is always scored on blocks of its training K (the batch
+    size), so its held-out value is the bound it was trained on and stays below log(batch)."""
+    cfg = TrainConfig(**kw)
+    if bound == "infonce" or not cfg.eval_block:
+        cfg.eval_block = cfg.batch_size
+    return cfg
+
+
+def estimate_mi(
+    x: np.ndarray,
+    y: np.ndarray,
+    bound: str = "mine",
+    *,
+    critic: str = "concat",
+    hidden: int = 256,
+    layers: int = 1,
+    embed: int = 32,
+    activation: str = "silu",
+    eval_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    standardize: bool = True,
+    drop_nonfinite: bool = False,
+    seed: int = 0,
+    tau: float = 5.0,
+    momentum: float = 0.99,
+    k: int = 3,
+    true_mi: float | None = None,
+    on_point: Callable[[CurvePoint], None] | None = None,
+    **train: Any,
+) -> MIEstimate:
+    """Estimate I(X;Y) from paired samples, on held-out pairs.
+
+    Args:
+        x: array ``(n, ...)``; trailing axes are flattened into features.
+        y: array ``(n, ...)``, row i paired with row i of ``x``.
+        bound: ``mine`` (DV, EMA-corrected gradient), ``mine_f``/``nwj``, ``infonce``, ``dv``,
+            ``jsd`` (trained with JSD, reported as DV), ``smile`` (``tau``) or ``ksg``.
+        critic: ``concat`` (MLP on ``[x; y]``) or ``separable`` (``g(x) · h(y)``).
+        hidden: critic width.
+        layers: hidden layers of the critic (per encoder for ``separable``).
+        embed: embedding size of the separable critic.
+        activation: ``silu``, ``relu``, ``elu`` or ``tanh``.
+        eval_fraction: share of pairs held out for the reported estimate.
+        val_fraction: share of pairs held out for early stopping.
+        standardize: z-score x and y with training statistics.
+        drop_nonfinite: drop rows holding NaN/inf instead of raising.
+        seed: seeds the split, the critic's initialisation and the batch order.
+        tau: SMILE clipping threshold.
+        momentum: weight of the old average in MINE's moving average.
+        k: neighbours for KSG.
+        true_mi: analytic MI, if known (recorded and logged alongside the curve).
+        on_point: called with each point of the training curve (e.g. TensorBoard logging).
+        **train: optimisation settings of :class:`dim.modules.mine.TrainConfig`
+            (``batch_size``, ``lr``, ``max_steps``, ``eval_every``, ``patience``, ``negatives``,
+            ``eval_block``, ``weight_ema``, ...).
+
+    Returns:
+        An :class:`MIEstimate`; ``str()`` of it is the line ``dim-mine`` prints.
+
+    Raises:
+        DimError: bad input (unpaired rows, NaN/inf, too few samples, a constant column) or an
+            unknown setting.
+    """
+    if bound not in BOUND_NAMES:
+        raise DimError(f"unknown bound '{bound}'; choose one of: {', '.join(BOUND_NAMES)}")
+    unknown = set(train) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise DimError(f"unknown estimate_mi option(s): {', '.join(sorted(unknown))}")
+    start = time.perf_counter()
+    x, y, dropped = validate_pairs(x, y, drop_nonfinite=drop_nonfinite, min_samples=MIN_SAMPLES)
+    settings = {"bound": bound, "seed": seed, "standardize": standardize}
+    if bound == "ksg":
+        mi, se = ksg_mi(x, y, k=k, seed=seed)
+        return MIEstimate(
+            mi,
+            se,
+            bound,
+            0,
+            0,
+            len(x),
+            [],
+            true_mi,
+            0,
+            0,
+            time.perf_counter() - start,
+            dropped,
+            {**settings, "k": k},
+        )
+    cfg = _train_config(train, bound)
+    tr, va, ev = split_indices(len(x), eval_fraction, val_fraction, seed)
+    if standardize:
+        mu_x, sd_x = x[tr].mean(0), x[tr].std(0)
+        mu_y, sd_y = y[tr].mean(0), y[tr].std(0)
+        if (sd_x == 0).any() or (sd_y == 0).any():
+            raise DimError("a column is constant on the training split; drop it")
+        x, y = (x - mu_x) / sd_x, (y - mu_y) / sd_y
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_critic(critic, x.shape[1], y.shape[1], **net_kw)
+    bound_fn = make_bound(bound, tau=tau, momentum=momentum)
+    outcome = train_critic(
+        net,
+        bound_fn,
+        ArraySource(xt[tr], yt[tr]),
+        (xt[va], yt[va]),
+        cfg,
+        seed=seed,
+        true_mi=(lambda _: true_mi) if true_mi is not None else None,
+        on_point=on_point,
+    )
+    mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], cfg.eval_block)
+    settings.update(critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg))
+    return MIEstimate(
+        mi,
+        se,
+        bound,
+        len(tr),
+        len(va),
+        len(ev),
+        outcome.curve,
+        true_mi,
+        outcome.best_step,
+        outcome.steps,
+        time.perf_counter() - start,
+        dropped,
+        settings,
+    )
+
+
+class _StreamSource:
+    """Fresh batches of a staircase task (one numpy generator, seeded)."""
+
+    def __init__(self, task: Staircase, seed: int) -> None:
+        self.task, self.rng = task, np.random.default_rng(seed)
+
+    def batch(self, step: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        x, y = self.task.sample(step, size, self.rng)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def estimate_staircase(
+    task: Staircase,
+    bound: str = "mine",
+    *,
+    critic: str = "concat",
+    hidden: int = 256,
+    layers: int = 1,
+    embed: int = 32,
+    activation: str = "silu",
+    n_eval: int = 2000,
+    seed: int = 0,
+    tau: float = 5.0,
+    momentum: float = 0.99,
+    on_point: Callable[[CurvePoint], None] | None = None,
+    **train: Any,
+) -> MIEstimate:
+    """Track a staircase task: fresh batches every step while the true MI steps up.
+
+    There is no early stopping (the target moves); ``max_steps`` is the staircase's length.
+    Validation points use fresh pairs of the current level; the reported estimate is computed on
+    ``n_eval`` fresh pairs of the last level.  Arguments as for :func:`estimate_mi`.
+    """
+    if bound not in NEURAL_BOUNDS:
+        raise DimError(f"the staircase needs a neural bound, one of: {', '.join(NEURAL_BOUNDS)}")
+    start = time.perf_counter()
+    unknown = set(train) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise DimError(f"unknown estimate_staircase option(s): {', '.join(sorted(unknown))}")
+    cfg = _train_config({**train, "max_steps": task.total_steps}, bound)
+    net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_critic(critic, task.dim, task.dim, **net_kw)
+    bound_fn = make_bound(bound, tau=tau, momentum=momentum)
+    held_rng = np.random.default_rng(seed + 1)
+    held = {}
+
+    def val(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        level = task.level(step)
+        if level not in held:
+            x, y = task.sample(step, n_eval, held_rng)
+            held[level] = (torch.from_numpy(x), torch.from_numpy(y))
+        return held[level]
+
+    outcome = train_critic(
+        net,
+        bound_fn,
+        _StreamSource(task, seed),
+        val,
+        cfg,
+        seed=seed,
+        true_mi=task.true_mi,
+        on_point=on_point,
+        early_stopping=False,
+    )
+    ex, ey = task.sample(task.total_steps, n_eval, np.random.default_rng(seed + 2))
+    mi, se, _ = heldout_estimate(
+        net, bound_fn, torch.from_numpy(ex), torch.from_numpy(ey), cfg.eval_block
+    )
+    settings = {"bound": bound, "seed": seed, "critic": critic, **net_kw, **asdict(cfg)}
+    return MIEstimate(
+        mi,
+        se,
+        bound,
+        cfg.batch_size * cfg.max_steps,
+        n_eval,
+        n_eval,
+        outcome.curve,
+        task.true_mi(task.total_steps),
+        outcome.best_step,
+        outcome.steps,
+        time.perf_counter() - start,
+        0,
+        settings,
+    )
