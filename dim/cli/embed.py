@@ -48,17 +48,13 @@ def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path
 
 def embed(cfg: DictConfig) -> Path:
     """Run ``dim-embed`` on a composed config; returns the written ``.npz`` path."""
-    import numpy as np
-    import torch
-
-    from dim.eval.features import extract_features, resolve_device
-    from dim.eval.source import build_eval_splits, data_config, load_source
-
     for key in ("run", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise DimError(
                 f"missing {key}=...; usage: dim-embed run=<run_dir> split=test out=f.npz"
             )
+    if str(cfg.init) not in ("trained", "random"):
+        raise DimError(f"init must be one of trained, random, got '{cfg.init}'")
     if str(cfg.split) not in SPLITS:
         raise DimError(f"split must be train or test, got '{cfg.split}'")
     out = check_out(cfg.out, bool(cfg.overwrite), ".npz")
@@ -66,6 +62,12 @@ def embed(cfg: DictConfig) -> Path:
     if projector is not None and projector.exists() and any(projector.iterdir()):
         if not cfg.overwrite:
             raise DimError(f"projector={cfg.projector} is not empty; pass overwrite=true")
+    import numpy as np  # heavy imports only once the command line is known to be good
+    import torch
+
+    from dim.eval.features import extract_features, resolve_device
+    from dim.eval.source import build_eval_splits, data_config, load_source
+
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     source = load_source(cfg.run, str(cfg.init), int(cfg.seed))

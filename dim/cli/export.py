@@ -21,13 +21,13 @@ from dim.errors import DimError
 
 def export(cfg: DictConfig) -> Path:
     """Run ``dim-export`` on a composed config; returns the written file."""
-    from dim.checkpoints import save_encoder
-    from dim.eval.source import load_source
-
     for key in ("run", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise DimError(f"missing {key}=...; usage: dim-export run=<run_dir> out=encoder.pt")
     out = check_out(cfg.out, bool(cfg.overwrite))
+    from dim.checkpoints import save_encoder  # heavy imports once the command line is good
+    from dim.eval.source import load_source
+
     source = load_source(cfg.run)
     if out.exists() and out.resolve() == source.path.resolve():
         raise DimError(f"out={cfg.out} is the file being exported; choose another path")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dim.data.images import Splits
 from dim.errors import DimError
 from dim.eval.features import TAPS, Features, extract_features
 from dim.eval.source import EncoderSource
+
+if TYPE_CHECKING:
+    from dim.data.images import Splits
 
 
 @dataclass

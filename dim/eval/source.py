@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from dim.checkpoints import ENCODER_FORMAT, _safe_load, load_encoder, resolve_path
-from dim.data.images import Splits, build_splits
 from dim.errors import DimError
 from dim.nets.encoders import build_encoder
+
+if TYPE_CHECKING:
+    from dim.data.images import Splits
 
 INITS = ("trained", "random")
 
@@ -129,6 +131,8 @@ def data_config(
 
 def build_eval_splits(cfg: dict[str, Any], encoder_config: dict[str, Any]) -> Splits:
     """Build the train/val splits and check that the images fit the encoder."""
+    from dim.data.images import build_splits  # imports Lightning: only when data is needed
+
     splits = build_splits(cfg)
     want = (int(encoder_config["in_channels"]), int(encoder_config["image_size"]))
     got = (splits.channels, splits.image_size)
