@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,6 +96,23 @@ class MIEstimate:
         return f"I(X;Y) ≈ {self.mi_nats:.3f} nats ({self.mi_bits:.3f} bits)"
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (None: leave torch's setting), restoring it afterwards.
+
+    The per-step work of these small critics is a few milliseconds; with more threads, OpenMP
+    synchronisation costs more than it saves (measured on a busy 2-core machine: 4x the CPU time
+    and 4x the wall time with 2 threads instead of 1).
+    """
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def split_indices(
     n: int, eval_fraction: float, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,6 +158,7 @@ def estimate_mi(
     k: int = 3,
     true_mi: float | None = None,
     on_point: Callable[[CurvePoint], None] | None = None,
+    threads: int | None = 1,
     **train: Any,
 ) -> MIEstimate:
     """Estimate I(X;Y) from paired samples, on held-out pairs.
@@ -164,6 +183,7 @@ def estimate_mi(
         k: neighbours for KSG.
         true_mi: analytic MI, if known (recorded and logged alongside the curve).
         on_point: called with each point of the training curve (e.g. TensorBoard logging).
+        threads: torch CPU threads during the estimate (restored afterwards; None: unchanged).
         **train: optimisation settings of :class:`dim.modules.mine.TrainConfig`
             (``batch_size``, ``lr``, ``max_steps``, ``eval_every``, ``patience``, ``negatives``,
             ``eval_block``, ``weight_ema``, ...).
@@ -182,24 +202,15 @@ def estimate_mi(
         raise DimError(f"unknown estimate_mi option(s): {', '.join(sorted(unknown))}")
     start = time.perf_counter()
     x, y, dropped = validate_pairs(x, y, drop_nonfinite=drop_nonfinite, min_samples=MIN_SAMPLES)
-    settings = {"bound": bound, "seed": seed, "standardize": standardize}
+    settings: dict[str, Any] = {"bound": bound, "seed": seed, "standardize": standardize}
     if bound == "ksg":
-        mi, se = ksg_mi(x, y, k=k, seed=seed)
+        with torch_threads(threads):
+            mi, se = ksg_mi(x, y, k=k, seed=seed)
         return MIEstimate(
-            mi,
-            se,
-            bound,
-            0,
-            0,
-            len(x),
-            [],
-            true_mi,
-            0,
-            0,
-            time.perf_counter() - start,
-            dropped,
-            {**settings, "k": k},
-        )
+            mi_nats=mi, stderr_nats=se, bound=bound, n_train=0, n_val=0, n_eval=len(x),
+            true_mi=true_mi, seconds=time.perf_counter() - start, n_dropped=dropped,
+            settings={**settings, "k": k},
+        )  # fmt: skip
     cfg = _train_config(train, bound)
     tr, va, ev = split_indices(len(x), eval_fraction, val_fraction, seed)
     if standardize:
@@ -210,37 +221,38 @@ def estimate_mi(
         x, y = (x - mu_x) / sd_x, (y - mu_y) / sd_y
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_critic(critic, x.shape[1], y.shape[1], **net_kw)
-    bound_fn = make_bound(bound, tau=tau, momentum=momentum)
-    outcome = train_critic(
-        net,
-        bound_fn,
-        ArraySource(xt[tr], yt[tr]),
-        (xt[va], yt[va]),
-        cfg,
-        seed=seed,
-        true_mi=(lambda _: true_mi) if true_mi is not None else None,
-        on_point=on_point,
+    net, bound_fn = _critic_and_bound(
+        critic, x.shape[1], y.shape[1], net_kw, bound, tau, momentum, seed
     )
-    mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], cfg.eval_block)
+    with torch_threads(threads):
+        outcome = train_critic(
+            net, bound_fn, ArraySource(xt[tr], yt[tr]), (xt[va], yt[va]), cfg, seed=seed,
+            true_mi=(lambda _: true_mi) if true_mi is not None else None, on_point=on_point,
+        )  # fmt: skip
+        mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], cfg.eval_block)
     settings.update(critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg))
     return MIEstimate(
-        mi,
-        se,
-        bound,
-        len(tr),
-        len(va),
-        len(ev),
-        outcome.curve,
-        true_mi,
-        outcome.best_step,
-        outcome.steps,
-        time.perf_counter() - start,
-        dropped,
-        settings,
-    )
+        mi_nats=mi, stderr_nats=se, bound=bound, n_train=len(tr), n_val=len(va), n_eval=len(ev),
+        curve=outcome.curve, true_mi=true_mi, best_step=outcome.best_step, steps=outcome.steps,
+        seconds=time.perf_counter() - start, n_dropped=dropped, settings=settings,
+    )  # fmt: skip
+
+
+def _critic_and_bound(
+    critic: str,
+    x_dim: int,
+    y_dim: int,
+    net_kw: dict[str, Any],
+    bound: str,
+    tau: float,
+    momentum: float,
+    seed: int,
+) -> tuple[torch.nn.Module, Callable]:
+    """A seeded critic (without touching the caller's global RNG state) and the bound."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_critic(critic, x_dim, y_dim, **net_kw)
+    return net, make_bound(bound, tau=tau, momentum=momentum)
 
 
 class _StreamSource:
@@ -268,6 +280,7 @@ def estimate_staircase(
     tau: float = 5.0,
     momentum: float = 0.99,
     on_point: Callable[[CurvePoint], None] | None = None,
+    threads: int | None = 1,
     **train: Any,
 ) -> MIEstimate:
     """Track a staircase task: fresh batches every step while the true MI steps up.
@@ -284,12 +297,11 @@ def estimate_staircase(
         raise DimError(f"unknown estimate_staircase option(s): {', '.join(sorted(unknown))}")
     cfg = _train_config({**train, "max_steps": task.total_steps}, bound)
     net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_critic(critic, task.dim, task.dim, **net_kw)
-    bound_fn = make_bound(bound, tau=tau, momentum=momentum)
+    net, bound_fn = _critic_and_bound(
+        critic, task.dim, task.dim, net_kw, bound, tau, momentum, seed
+    )
     held_rng = np.random.default_rng(seed + 1)
-    held = {}
+    held: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def val(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         level = task.level(step)
@@ -298,34 +310,19 @@ def estimate_staircase(
             held[level] = (torch.from_numpy(x), torch.from_numpy(y))
         return held[level]
 
-    outcome = train_critic(
-        net,
-        bound_fn,
-        _StreamSource(task, seed),
-        val,
-        cfg,
-        seed=seed,
-        true_mi=task.true_mi,
-        on_point=on_point,
-        early_stopping=False,
-    )
     ex, ey = task.sample(task.total_steps, n_eval, np.random.default_rng(seed + 2))
-    mi, se, _ = heldout_estimate(
-        net, bound_fn, torch.from_numpy(ex), torch.from_numpy(ey), cfg.eval_block
-    )
+    with torch_threads(threads):
+        outcome = train_critic(
+            net, bound_fn, _StreamSource(task, seed), val, cfg, seed=seed, true_mi=task.true_mi,
+            on_point=on_point, early_stopping=False,
+        )  # fmt: skip
+        mi, se, _ = heldout_estimate(
+            net, bound_fn, torch.from_numpy(ex), torch.from_numpy(ey), cfg.eval_block
+        )
     settings = {"bound": bound, "seed": seed, "critic": critic, **net_kw, **asdict(cfg)}
     return MIEstimate(
-        mi,
-        se,
-        bound,
-        cfg.batch_size * cfg.max_steps,
-        n_eval,
-        n_eval,
-        outcome.curve,
-        task.true_mi(task.total_steps),
-        outcome.best_step,
-        outcome.steps,
-        time.perf_counter() - start,
-        0,
-        settings,
-    )
+        mi_nats=mi, stderr_nats=se, bound=bound, n_train=cfg.batch_size * cfg.max_steps,
+        n_val=n_eval, n_eval=n_eval, curve=outcome.curve, true_mi=task.true_mi(task.total_steps),
+        best_step=outcome.best_step, steps=outcome.steps, seconds=time.perf_counter() - start,
+        settings=settings,
+    )  # fmt: skip

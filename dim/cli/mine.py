@@ -96,12 +96,8 @@ class _TensorBoard:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load the data, estimate, write ``mi.json`` and TensorBoard files; return the record."""
-    import torch
-
     from dim.estimate import estimate_mi, estimate_staircase
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
     train = OmegaConf.to_container(cfg.train, resolve=True)
     split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "standardize")}
     bound = dict(OmegaConf.to_container(cfg.bound, resolve=True))
@@ -137,6 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 seed=cfg.seed,
                 drop_nonfinite=cfg.data.drop_nonfinite,
                 true_mi=pairs.true_mi,
+                threads=cfg.threads,
                 on_point=tb.point,
                 **train,
             )
