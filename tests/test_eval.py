@@ -31,8 +31,8 @@ QUICK = [
     "eval.linear.seeds=2",
     "eval.fewshot.seeds=2",
     "eval.fewshot.steps=30",
-    "eval.mine.steps=10",
-    "eval.mine.batch_size=32",
+    "eval.mine.train.max_steps=20",
+    "eval.mine.train.eval_every=10",
     "eval.ndm.steps=10",
     "eval.msssim.epochs=1",
 ]

@@ -48,6 +48,19 @@ class Features:
         return self.subset(torch.nonzero(self.labels >= 0).flatten())
 
 
+class Indexed(Dataset):
+    """Yields ``(image, index)``, so that shuffled batches can be matched with cached features."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.dataset[i][0], i
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; any other value is passed to torch."""
     if name in (None, "", "auto"):

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from dim.errors import DimError
 from dim.eval.classifiers import seeded
 from dim.eval.context import EvalContext
-from dim.eval.mine_eval import Indexed
+from dim.eval.features import Indexed
 from dim.eval.report import ProtocolResult, Stat
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
