@@ -1,0 +1,225 @@
+"""dim-mine through the real entry point: outputs, TensorBoard curves, file formats, bad input."""
+
+import json
+import math
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dim.cli import mine as cli
+from dim.data.pairs import gaussian_pairs
+
+FAST = ["critic.hidden=32", "train.max_steps=60", "train.eval_every=20"]
+LAST_LINE = re.compile(r"^I\(X;Y\) ≈ (-?\d+\.\d{3}) nats \((-?\d+\.\d{3}) bits\)$")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_mine(overrides):
+    with initialize_config_module("dim.configs.mine", version_base="1.3"):
+        return compose("mine", overrides=overrides)
+
+
+def run_inprocess(monkeypatch, *args):
+    """Call dim.cli.mine.main as the console script would; returns the exit code."""
+    monkeypatch.setattr(sys, "argv", ["dim-mine", *args])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["data=npz", "data.path=p.npz"],
+        ["data=npy"],
+        ["data=csv", "data.x_cols=[a]", "data.y_cols=[b]"],
+        ["data=gaussian", "data.dim=20", "data.mi=4"],
+        ["data=cubic", "data.rho=0.5"],
+        ["data=staircase", "data.levels=[1,2]"],
+        ["bound=smile", "bound.tau=1.0"],
+        ["bound=ksg", "bound.k=5"],
+        ["critic=separable", "critic.embed=8"],
+    ],
+)
+def test_every_documented_option_composes(overrides):
+    cfg = compose_mine(overrides)
+    assert cfg.train.eval_fraction == 0.2 and cfg.train.standardize is True
+
+
+@pytest.mark.parametrize("bound", ["mine", "mine_f", "nwj", "infonce", "dv", "jsd", "smile", "ksg"])
+def test_every_bound_has_a_config(bound):
+    assert compose_mine([f"bound={bound}"]).bound.name == bound
+
+
+@pytest.mark.parametrize(
+    "override", ["train.max_step=5", "data.pth=x.npz", "bound.tau=1.0", "critic.embed=8"]
+)
+def test_misspelt_or_misplaced_keys_are_rejected(override):
+    # Struct mode: tau only exists for smile, embed only for the separable critic.
+    with pytest.raises(ConfigCompositionException):
+        compose_mine([override])
+
+
+def test_console_script_on_a_synthetic_task(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli(
+        "dim-mine", "data=gaussian", "data.n=1000", "data.mi=1", *FAST, f"hydra.run.dir={run}"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = LAST_LINE.match(proc.stdout.strip().splitlines()[-1])
+    assert m, proc.stdout
+    record = json.loads((run / "mi.json").read_text())
+    for key in ("mi_nats", "mi_bits", "bound", "n_train", "n_eval", "stderr_nats", "curve"):
+        assert key in record
+    assert record["bound"] == "mine" and record["true_mi"] == pytest.approx(1.0)
+    assert (record["n_train"], record["n_val"], record["n_eval"]) == (700, 100, 200)
+    assert float(m.group(1)) == pytest.approx(record["mi_nats"], abs=5e-4)
+    assert record["mi_bits"] == pytest.approx(record["mi_nats"] / math.log(2))
+    assert (run / ".hydra" / "config.yaml").is_file()
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert {"mi/train", "mi/heldout", "mi/true", "mi/estimate"} <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Scalars("mi/heldout")] == [20, 40, 60]
+    assert all(e.value == pytest.approx(1.0) for e in ea.Scalars("mi/true"))
+
+
+def _write_inputs(tmp_path, n=300):
+    p = gaussian_pairs(n, 2, mi=1.0, seed=0)
+    np.savez(tmp_path / "pairs.npz", x=p.x, y=p.y)
+    np.save(tmp_path / "x.npy", p.x)
+    np.save(tmp_path / "y.npy", p.y)
+    rows = ["a,b,c,d"] + [",".join(repr(float(v)) for v in (*xi, *yi)) for xi, yi in zip(p.x, p.y)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return p
+
+
+FORMATS = {
+    "npz": ["data.path={d}/pairs.npz"],
+    "npy": ["data.x_path={d}/x.npy", "data.y_path={d}/y.npy"],
+    "csv": ["data.path={d}/pairs.csv", "data.x_cols=[a,b]", "data.y_cols=[c,3]"],
+    "npz_explicit_ksg": ["data=npz", "data.path={d}/pairs.npz", "bound=ksg"],
+}
+
+
+def test_npz_npy_and_csv_give_the_same_estimate(tmp_path, monkeypatch, capsys):
+    _write_inputs(tmp_path)
+    records = {}
+    for name, data in FORMATS.items():
+        run = tmp_path / name
+        args = [a.format(d=tmp_path) for a in data]
+        assert run_inprocess(monkeypatch, *args, *FAST, f"hydra.run.dir={run}") == 0, name
+        records[name] = json.loads((run / "mi.json").read_text())
+        assert LAST_LINE.match(capsys.readouterr().out.strip().splitlines()[-1])
+    assert records["npz"]["n_train"] + records["npz"]["n_val"] + records["npz"]["n_eval"] == 300
+    # Same pairs, same seed: every format yields the same number.
+    assert records["npz"]["mi_nats"] == pytest.approx(records["npy"]["mi_nats"], abs=1e-6)
+    assert records["npz"]["mi_nats"] == pytest.approx(records["csv"]["mi_nats"], abs=1e-6)
+    assert records["npz"]["mi_nats"] > 0.2  # the dependence is found (true MI = 1 nat)
+    ksg = records["npz_explicit_ksg"]
+    assert ksg["bound"] == "ksg" and ksg["n_eval"] == 300 and ksg["n_train"] == 0
+    assert ksg["mi_nats"] == pytest.approx(1.0, abs=0.3)
+
+
+BAD_INPUTS = {
+    "mismatched": (
+        lambda d: np.savez(d / "in.npz", x=np.random.rand(300, 2), y=np.random.rand(299)),
+        ["data.path={d}/in.npz"],
+        "x has 300 samples but y has 299",
+    ),
+    "nan_rows": (
+        lambda d: np.savez(
+            d / "in.npz",
+            x=np.where(np.arange(300)[:, None] == 5, np.nan, 1.0) * np.random.rand(300, 2),
+            y=np.random.rand(300),
+        ),
+        ["data.path={d}/in.npz"],
+        "1 rows hold NaN or inf .first: row 5.; clean them or pass data.drop_nonfinite=true",
+    ),
+    "too_few": (
+        lambda d: np.savez(d / "in.npz", x=np.random.rand(50, 2), y=np.random.rand(50, 2)),
+        ["data.path={d}/in.npz"],
+        "only 50 samples; MI estimation needs at least 100 pairs",
+    ),
+    "constant_column": (
+        lambda d: np.savez(
+            d / "in.npz", x=np.c_[np.random.rand(300), np.ones(300)], y=np.random.rand(300)
+        ),
+        ["data.path={d}/in.npz"],
+        "column 1 of x is constant",
+    ),
+    "missing_key": (
+        lambda d: np.savez(d / "in.npz", x=np.random.rand(300), target=np.random.rand(300)),
+        ["data.path={d}/in.npz"],
+        "in.npz has no array 'y' .it holds: x, target.; name the arrays with data.x_key",
+    ),
+    "missing_file": (
+        lambda d: None,
+        ["data.path={d}/absent.npz"],
+        "data file not found: .*absent.npz",
+    ),
+    "missing_npy": (
+        lambda d: np.save(d / "x.npy", np.random.rand(300)),
+        ["data.x_path={d}/x.npy", "data.y_path={d}/nope.npy"],
+        "data.y_path not found: .*nope.npy",
+    ),
+    "no_data": (lambda d: None, [], "no data given; give data.path=<file.npz>"),
+    "bad_csv_column": (
+        lambda d: (d / "t.csv").write_text("a,b\n" + "1,2\n" * 200),
+        ["data.path={d}/t.csv", "data.x_cols=[a]", "data.y_cols=[z]"],
+        "t.csv has no column 'z' .it has: a, b.",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, capsys, case):
+    make, args, message = BAD_INPUTS[case]
+    make(tmp_path)
+    run = tmp_path / "run"
+    code = run_inprocess(monkeypatch, *[a.format(d=tmp_path) for a in args], f"hydra.run.dir={run}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not run.exists()  # no run dir, no mi.json, no event files
+
+
+def test_nan_rows_can_be_dropped_on_request(tmp_path, monkeypatch, capsys):
+    p = gaussian_pairs(400, 1, mi=1.0, seed=0)
+    x = p.x.copy()
+    x[[3, 30]] = np.nan
+    np.savez(tmp_path / "in.npz", x=x, y=p.y)
+    run = tmp_path / "run"
+    args = [f"data.path={tmp_path}/in.npz", "data.drop_nonfinite=true", *FAST]
+    assert run_inprocess(monkeypatch, *args, f"hydra.run.dir={run}") == 0
+    record = json.loads((run / "mi.json").read_text())
+    assert (
+        record["n_dropped"] == 2 and record["n_train"] + record["n_val"] + record["n_eval"] == 398
+    )
+    assert "dropped 2 non-finite rows" in capsys.readouterr().out
+
+
+def test_real_console_script_reports_bad_input_with_exit_code_2(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("dim-mine", f"data.path={tmp_path}/absent.npz", f"hydra.run.dir={run}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: data file not found: {tmp_path}/absent.npz"
+    ]
+    assert not run.exists()
