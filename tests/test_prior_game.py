@@ -88,3 +88,15 @@ def test_all_zero_weights_rejected():
 
     with pytest.raises(DimError, match="not all zero"):
         _module(alpha=0.0, beta=0.0, gamma=0.0)
+
+
+def test_online_probe_learns_from_the_labelled_part_of_a_mixed_batch():
+    torch.manual_seed(0)
+    m = _module()
+    labels = torch.tensor([3, -1, 5, -1, -1, 2, -1, -1])
+    out = m.compute_losses(torch.randn(8, 3, 32, 32), labels)
+    assert torch.isfinite(out["probe_loss"]) and out["probe_loss"] > 0
+    assert 0.0 <= out["probe_acc_y"].item() <= 1.0  # over the 3 labelled samples only
+    assert (out["probe_acc_y"] * 3).item() == pytest.approx(round(out["probe_acc_y"].item() * 3))
+    none = m.compute_losses(torch.randn(8, 3, 32, 32), torch.full((8,), -1))
+    assert none["probe_loss"].item() == 0.0 and "probe_acc_y" not in none

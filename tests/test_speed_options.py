@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import TINY, run_cli
+from omegaconf import OmegaConf
 from test_data import _write_cifar10
 from torchvision import datasets
 
@@ -106,3 +107,46 @@ def test_random_crop_takes_windows_of_the_padded_image():
     for i in range(2):
         windows = [padded[i, :, r : r + 5, c : c + 5] for r in range(5) for c in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_device_data_pads_like_center_crop_and_refuses_what_it_cannot_reproduce():
+    from dim.data.device import center_crop, check_reproducible
+    from dim.errors import DimError
+
+    x = torch.ones(2, 1, 28, 28)
+    out = center_crop(x, 32)  # MNIST 28 -> 32 as torchvision's CenterCrop does: zero border
+    assert (
+        out.shape == (2, 1, 32, 32) and out[:, :, 2:30, 2:30].eq(1).all() and out.sum() == 2 * 784
+    )
+    big = torch.arange(96.0).expand(1, 3, 96, 96)
+    assert torch.equal(center_crop(big, 64)[0, 0, 0], torch.arange(16.0, 80.0))
+    cfg = {"name": "celeba", "center_crop": 140}
+    with pytest.raises(DimError, match="data_on_device=false"):
+        check_reproducible(cfg, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), {"channels": 3})
+    with pytest.raises(DimError, match="channels=1"):
+        check_reproducible(
+            {"name": "cifar10"}, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), {"channels": 1}
+        )
+
+
+@pytest.mark.parametrize("name", ["mnist", "stl10"])
+def test_device_data_matches_the_dataloader_on_mnist_and_stl10(name, tmp_path, monkeypatch):
+    from dataset_fixtures import write_mnist, write_stl10
+    from test_configs import compose_train
+
+    if name == "mnist":
+        write_mnist(tmp_path)
+    else:
+        write_stl10(tmp_path, n_train=6, n_unlabeled=10, n_test=6).register(monkeypatch)
+    cfg = OmegaConf.to_container(compose_train([f"data={name}"]).data, resolve=True)
+    base = ImageDataModule(
+        {**cfg, "data_dir": str(tmp_path), "download": False, "batch_size": 4, "num_workers": 0}
+    )
+    dev = DeviceDataModule(base)
+    dev.setup()
+    x_dev, y_dev = next(iter(dev.val_dataloader()))  # evaluation transform: deterministic
+    x_ref, y_ref = next(iter(base.val_dataloader()))
+    torch.testing.assert_close(x_dev, x_ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(y_dev, y_ref)
+    x_train, _ = next(iter(dev.train_dataloader()))
+    assert x_train.shape[1:] == x_ref.shape[1:]  # random crops come out at the training size

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
+from dim.errors import DimError
+
 
 def _normalize_stats(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
     """Mean/std of the Normalize step in a torchvision dataset's transform, if any."""
@@ -31,23 +33,40 @@ def _normalize_stats(dataset: Dataset) -> tuple[Tensor, Tensor] | None:
 
 
 def materialize(dataset: Dataset) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """(images, labels, stats): uint8 NCHW + normalisation stats when the source stores uint8
-    arrays (``.data`` / ``.targets``, as torchvision's CIFAR and MNIST do); otherwise the
-    dataset's own (already normalised) float tensors and ``stats=None``."""
+    """(images, labels, stats): uint8 NCHW as stored + the normalisation stats of the dataset's
+    transform when the source keeps uint8 arrays (``.data`` + ``.targets`` / ``.labels``, as
+    torchvision's CIFAR, MNIST and STL-10 do); a TensorDataset's own tensors and ``stats=None``."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[0], dataset.tensors[1].long(), None
-    data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
     stats = _normalize_stats(dataset)
-    if data is not None and targets is not None and stats is not None:
-        images = torch.as_tensor(np.asarray(data))
-        if images.dim() == 3:  # N, H, W greyscale
-            images = images.unsqueeze(-1)
-        if images.shape[-1] in (1, 3):  # NHWC -> NCHW
-            images = images.permute(0, 3, 1, 2)
-        return images.contiguous(), torch.as_tensor(np.asarray(targets)).long(), stats
-    # Generic fallback: run the dataset's transform once (its random augmentation is frozen).
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
-    return torch.stack(xs), torch.as_tensor(ys).long(), None
+    if data is None or targets is None or stats is None or np.asarray(data).dtype != np.uint8:
+        raise DimError(
+            f"data_on_device=true needs a dataset stored as uint8 arrays (CIFAR, MNIST, STL-10, "
+            f"digits, synthetic); {type(dataset).__name__} is not: use data_on_device=false"
+        )
+    images = torch.as_tensor(np.asarray(data))
+    if images.dim() == 3:  # N, H, W greyscale
+        images = images.unsqueeze(1)
+    elif images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):  # NHWC -> NCHW
+        images = images.permute(0, 3, 1, 2)
+    return images.contiguous(), torch.as_tensor(np.asarray(targets)).long(), stats
+
+
+def check_reproducible(cfg: dict[str, Any], images: Tensor, info: dict[str, Any]) -> None:
+    """Refuse what the device path cannot do exactly like the torchvision transform does."""
+    name = cfg.get("name")
+    if cfg.get("center_crop") or cfg.get("resize"):
+        raise DimError(
+            f"data_on_device=true does not resize or center-crop, which {name} does; "
+            "use data_on_device=false"
+        )
+    if images.dtype == torch.uint8 and images.shape[1] != info["channels"]:
+        raise DimError(
+            f"data_on_device=true keeps the stored {images.shape[1]} channel(s) but {name} is "
+            f"configured with channels={info['channels']}: use data_on_device=false"
+        )
 
 
 class DeviceBatches:
@@ -108,18 +127,27 @@ class DeviceDataModule(pl.LightningDataModule):
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         for name, ds in (("train", self.base.splits.train), ("val", self.base.splits.val)):
             x, y, stats = materialize(ds)
+            check_reproducible(self.base.cfg, x, self.info)
             self.tensors[name] = (x.to(device), y.to(device))
             if stats is not None:
                 self.stats = (stats[0].to(device), stats[1].to(device))
 
     def prepare(self, x: Tensor, train: bool) -> Tensor:
-        """uint8 -> float in [0, 1] -> augment (train) -> normalise, all on the device."""
+        """uint8 -> [0, 1] -> crop (random when training) -> flip -> normalise, on the device.
+
+        Mirrors the torchvision pipeline of :mod:`dim.data.transforms`: RandomCrop(size,
+        padding, pad_if_needed) when ``augment.random_crop`` or ``crop_padding`` is set for
+        training, else CenterCrop(size) (which zero-pads smaller images, e.g. MNIST 28 -> 32).
+        """
         if x.dtype == torch.uint8:
             x = x.float().div_(255)
+        size = int(self.info["image_size"])
+        pad = int(self.augment.get("crop_padding") or 0)
+        if train and (pad or self.augment.get("random_crop")):
+            x = random_crop(x, pad, size)
+        elif x.shape[-1] != size or x.shape[-2] != size:
+            x = center_crop(x, size)
         if train:
-            pad = int(self.augment.get("crop_padding") or 0)
-            if pad:
-                x = random_crop(x, pad)
             if self.augment.get("hflip"):
                 flip = torch.rand(x.shape[0], device=x.device) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -140,14 +168,29 @@ class DeviceDataModule(pl.LightningDataModule):
         self.epoch = int(state.get("epoch", 0))
 
 
-def random_crop(x: Tensor, pad: int) -> Tensor:
-    """Per-image random crop of a zero-padded batch back to its size (one gather, no loop)."""
+def center_crop(x: Tensor, size: int) -> Tensor:
+    """torchvision's CenterCrop on a batch: zero-pads images smaller than ``size`` first."""
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        h, w = x.shape[-2:]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[..., top : top + size, left : left + size]
+
+
+def random_crop(x: Tensor, pad: int, size: int | None = None) -> Tensor:
+    """Per-image random ``size`` crop of a zero-padded batch (one gather, no Python loop)."""
     n, _, h, w = x.shape
+    size = size or h
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]
+    if padded.shape[-1] < size or padded.shape[-2] < size:  # pad_if_needed
+        padded = center_crop(padded, max(size, padded.shape[-1], padded.shape[-2]))
+    ph, pw = padded.shape[-2:]
+    dy = torch.randint(0, ph - size + 1, (n,), device=x.device)
+    dx = torch.randint(0, pw - size + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]

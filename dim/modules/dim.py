@@ -164,7 +164,7 @@ class DIMModule(pl.LightningModule):
                     "prior_gradient_penalty": disc.gradient_penalty,
                 }
             )
-        if self.probes is not None and labels is not None and bool((labels >= 0).all()):
+        if self.probes is not None and labels is not None:  # unlabelled samples are masked
             probe_loss, acc = self.probes.loss_and_accuracy(feats, labels)
             out["probe_loss"] = probe_loss
             out.update({f"probe_acc_{k}": v for k, v in acc.items()})

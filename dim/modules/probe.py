@@ -37,9 +37,21 @@ class OnlineProbes(nn.Module):
     def loss_and_accuracy(
         self, feats: dict[str, Tensor], labels: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy and accuracy over the *labelled* samples (label >= 0) of the batch.
+
+        A batch without labels gives a zero loss that still touches every probe parameter (so
+        DDP sees the same parameters used on every process) and no accuracy.
+        """
         logits = self(feats)
-        loss = sum(F.cross_entropy(v, labels) for v in logits.values())
-        acc = {k: (v.argmax(1) == labels).float().mean() for k, v in logits.items()}
+        mask = labels >= 0
+        n = mask.sum().clamp(min=1)
+        safe = labels.clamp(min=0)
+        loss = sum(
+            (F.cross_entropy(v, safe, reduction="none") * mask).sum() / n for v in logits.values()
+        )
+        if not bool(mask.any()):
+            return loss, {}
+        acc = {k: (v.argmax(1) == labels)[mask].float().mean() for k, v in logits.items()}
         return loss, acc
 
 
