@@ -29,7 +29,7 @@ class KNNMonitor(pl.Callback):
     Runs at the end of validation every ``every_n_epochs`` epochs and after the last epoch, so the
     final numbers land in ``metrics.json``.  The neighbour bank is the first ``max_train``
     training images, the queries the first ``max_val`` validation images.  Every process
-    computes the same numbers (same data, same weights), so nothing is synchronised.
+    computes the same numbers (same data, same weights).
 
     Args:
         every_n_epochs: how often (0 = never).
@@ -59,7 +59,8 @@ class KNNMonitor(pl.Callback):
         if self.every_n_epochs <= 0 or trainer.sanity_checking:
             return False
         epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        max_epochs = trainer.max_epochs or -1  # -1: bounded by max_steps, not epochs
+        last = 0 < max_epochs <= epoch
         return last or epoch % self.every_n_epochs == 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -83,7 +84,8 @@ class KNNMonitor(pl.Callback):
                 self.temperature,
                 device,
             )
-            pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=False)
+            # Identical on every process; sync_dist only keeps Lightning's DDP bookkeeping happy.
+            pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=True)
 
 
 class EmbeddingProjector(pl.Callback):

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_shuffles": 10,
 }
 VARIANTS = ("sigmoid", "raw")
+TRAIN_BOUNDS = ("mine", "dv", "nwj", "jsd", "smile")  # all report the DV value of the critic
 
 
 def shuffle_coordinates(y: Tensor, gen: torch.Generator) -> Tensor:
@@ -101,6 +102,8 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         One value per variant.
     """
     c = {**DEFAULTS, **cfg}
+    if c["bound"] not in TRAIN_BOUNDS:
+        raise DimError(f"eval.ndm.bound must be one of {', '.join(TRAIN_BOUNDS)}, got {c['bound']}")
     unknown = set(c["variants"]) - set(VARIANTS)
     if unknown:
         raise DimError(f"eval.ndm.variants: unknown {sorted(unknown)}; use {list(VARIANTS)}")
