@@ -162,6 +162,11 @@ def print_summary(run_dir: Path, metrics: dict[str, Any], cfg: DictConfig) -> No
             lines.append(
                 f"  online probe accuracy ({key.rsplit('_', 1)[-1]:>4}): {probes[key]:.3f}"
             )
+    for key in sorted(k for k in metrics if k.startswith("val/knn/acc_")):
+        if metrics[key] is not None:
+            lines.append(
+                f"  kNN accuracy          ({key.rsplit('_', 1)[-1]:>4}): {metrics[key]:.3f}"
+            )
     for key in ("val/mi/local", "val/mi/global"):
         if metrics.get(key) is not None:
             lines.append(f"  {key.split('/', 1)[1]} estimate (nats): {metrics[key]:.3f}")

@@ -74,7 +74,7 @@ def embed(cfg: DictConfig) -> Path:
     group, patches = data_choice(cfg)
     data = data_config(source.run_data, group, patches)
     splits = build_eval_splits(data, source.config)
-    dataset = splits.train if SPLITS[str(cfg.split)] == "train" else splits.val
+    dataset = splits.eval_train if SPLITS[str(cfg.split)] == "train" else splits.val
     device = resolve_device(str(cfg.device))
     feats = extract_features(source.encoder, dataset, int(cfg.batch_size), device, cfg.limit)
     arrays = {

@@ -68,7 +68,7 @@ class KNNMonitor(pl.Callback):
         if not self._due(trainer) or splits is None or not splits.num_classes:
             return
         device = pl_module.device
-        bank = extract_features(pl_module.encoder, splits.train, 256, device, self.max_train)
+        bank = extract_features(pl_module.encoder, splits.eval_train, 256, device, self.max_train)
         queries = extract_features(pl_module.encoder, splits.val, 256, device, self.max_val)
         bank, queries = bank.labelled(), queries.labelled()
         if len(bank) == 0 or len(queries) == 0:

@@ -41,7 +41,7 @@ class EvalContext:
     def features(self, split: str) -> Features:
         """Frozen features of ``train`` or ``test`` (computed on first use)."""
         if split not in self._cache:
-            dataset = self.splits.train if split == "train" else self.splits.val
+            dataset = self.splits.eval_train if split == "train" else self.splits.val
             limit = self.max_train if split == "train" else self.max_test
             self._cache[split] = extract_features(
                 self.encoder, dataset, self.batch_size, self.device, limit
@@ -50,7 +50,7 @@ class EvalContext:
 
     def dataset(self, split: str) -> torch.utils.data.Dataset:
         """The image dataset of ``train`` or ``test``, cut to ``max_train`` / ``max_test``."""
-        dataset = self.splits.train if split == "train" else self.splits.val
+        dataset = self.splits.eval_train if split == "train" else self.splits.val
         limit = self.max_train if split == "train" else self.max_test
         if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
             dataset = torch.utils.data.Subset(dataset, range(int(limit)))
