@@ -74,7 +74,9 @@ class TrainOutcome:
 class BatchSource(Protocol):
     """Anything that hands out training batches (arrays or a streaming synthetic task)."""
 
-    def batch(self, step: int, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]: ...
+    def batch(self, step: int, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``size`` (x, y) pairs for training step ``step``."""
+        ...
 
 
 class ArraySource:
@@ -86,6 +88,7 @@ class ArraySource:
         self._pos = 0
 
     def batch(self, step: int, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The next ``size`` pairs of the current epoch's random order."""
         size = min(size, len(self.x))
         if self._order is None or self._pos + size > len(self._order):
             self._order = torch.randperm(len(self.x), generator=gen)
