@@ -53,3 +53,13 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def launch(task: Callable[[], Any], prepare_argv: Callable[[list[str]], list[str]]) -> None:
+    """Run a Hydra task after rewriting its command line; bad input there is a one-line error."""
+    try:
+        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+    except DimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    task()

@@ -11,14 +11,13 @@ Before Hydra composes the config, the command line is made Hydra-friendly:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import EXIT_USER_ERROR, run_dir, user_errors
+from dim.cli.common import launch, run_dir, user_errors
 from dim.errors import DimError
 
 PROTOCOL_NAMES = ("nonlinear", "linear", "knn", "fewshot", "mine", "ndm", "msssim")
@@ -93,12 +92,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-eval``."""
-    try:
-        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
-    except DimError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    _task()
+    launch(_task, prepare_argv)
 
 
 if __name__ == "__main__":

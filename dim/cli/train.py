@@ -11,7 +11,6 @@ before our task function runs:
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dim.cli.common import EXIT_USER_ERROR, run_dir, user_errors
+from dim.cli.common import launch, run_dir, user_errors
 from dim.errors import DimError
 
 GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
@@ -117,12 +116,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-train``."""
-    try:
-        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
-    except DimError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    _task()
+    launch(_task, prepare_argv)
 
 
 if __name__ == "__main__":
