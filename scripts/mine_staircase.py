@@ -27,6 +27,8 @@ def one(job: dict) -> dict:
 
     task = Staircase(job["dim"], job["levels"], job["steps_per_level"], job["cubic"])
     kw = {"tau": job["tau"]} if job["bound"] == "smile" else {}
+    if job["lr"] is not None:
+        kw["lr"] = job["lr"]
     res = estimate_staircase(
         task,
         job["bound"],
@@ -74,6 +76,7 @@ def main() -> None:
     p.add_argument("--steps-per-level", type=int, default=800)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--lr", type=float, default=None, help="default: the library's (5e-3)")
     p.add_argument("--tau", type=float, default=5.0, help="SMILE clipping")
     p.add_argument("--cubic", action="store_true", help="y -> y^3 (same MI)")
     p.add_argument("--seed", type=int, default=0)
@@ -89,6 +92,7 @@ def main() -> None:
             "steps_per_level": args.steps_per_level,
             "batch_size": args.batch_size,
             "eval_every": args.eval_every,
+            "lr": args.lr,
             "tau": args.tau,
             "cubic": args.cubic,
             "seed": args.seed,

@@ -99,6 +99,20 @@ def test_console_script_on_a_synthetic_task(tmp_path):
     assert all(e.value == pytest.approx(1.0) for e in ea.Scalars("mi/true"))
 
 
+def test_staircase_run_logs_the_true_mi_steps(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    args = ["data=staircase", "data.dim=2", "data.levels=[0.5,1.5]", "data.steps_per_level=40"]
+    args += ["data.n_eval=300", "critic.hidden=32", "train.eval_every=20"]
+    assert run_inprocess(monkeypatch, *args, f"hydra.run.dir={run}") == 0
+    assert LAST_LINE.match(capsys.readouterr().out.strip().splitlines()[-1])
+    record = json.loads((run / "mi.json").read_text())
+    assert record["steps"] == 80 and record["true_mi"] == 1.5
+    assert [p["true_mi"] for p in record["curve"]] == [0.5, 0.5, 1.5, 1.5]
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    assert [e.value for e in ea.Scalars("mi/true")][:4] == [0.5, 0.5, 1.5, 1.5]
+
+
 def _write_inputs(tmp_path, n=300):
     p = gaussian_pairs(n, 2, mi=1.0, seed=0)
     np.savez(tmp_path / "pairs.npz", x=p.x, y=p.y)

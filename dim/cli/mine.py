@@ -117,6 +117,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 **bound,
                 n_eval=d.n_eval,
                 seed=cfg.seed,
+                threads=cfg.threads,
                 on_point=tb.point,
                 **train,
             )
