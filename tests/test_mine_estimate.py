@@ -106,6 +106,10 @@ def test_bad_arguments_are_user_errors():
         dim.estimate_mi(p.x, p.y, max_step=10)
     with pytest.raises(DimError, match="x has 300 samples but y has 299"):
         dim.estimate_mi(p.x, p.y[:-1])
+    with pytest.raises(DimError, match="negatives must be 'all' or 'shuffle'"):
+        dim.estimate_mi(p.x, p.y, negatives="some")
+    with pytest.raises(DimError, match="batch_size must be >= 1"):
+        dim.estimate_mi(p.x, p.y, batch_size=0)
     x = p.x.copy()
     x[3] = np.nan
     res = dim.estimate_mi(x, p.y, drop_nonfinite=True, hidden=16, max_steps=10)

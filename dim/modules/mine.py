@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from dim.bounds import get_bound
+from dim.errors import DimError
 from dim.nets.mine_critics import chunked_pair_scores
 
 
@@ -48,6 +49,15 @@ class TrainConfig:
     eval_block: int | None = 256
     grad_clip: float | None = 10.0
     lr_decay: bool = True
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("all", "shuffle"):
+            raise DimError(f"negatives must be 'all' or 'shuffle', got '{self.negatives}'")
+        for name in ("batch_size", "max_steps", "eval_every", "patience", "n_shuffles"):
+            if int(getattr(self, name)) < 1:
+                raise DimError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2 or self.lr <= 0:
+            raise DimError(f"need batch_size >= 2 and lr > 0, got {self.batch_size}, {self.lr}")
 
 
 @dataclass
