@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--steps-per-level", type=int, default=800)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--lr", type=float, default=None, help="default: the library's (5e-3)")
+    p.add_argument("--lr", type=float, default=None, help="default: the staircase's (1e-3)")
     p.add_argument("--tau", type=float, default=5.0, help="SMILE clipping")
     p.add_argument("--cubic", action="store_true", help="y -> y^3 (same MI)")
     p.add_argument("--seed", type=int, default=0)

@@ -107,6 +107,7 @@ def test_staircase_run_logs_the_true_mi_steps(tmp_path, monkeypatch, capsys):
     assert LAST_LINE.match(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads((run / "mi.json").read_text())
     assert record["steps"] == 80 and record["true_mi"] == 1.5
+    assert record["settings"]["lr"] == 1e-3  # the preset's gentler learning rate
     assert [p["true_mi"] for p in record["curve"]] == [0.5, 0.5, 1.5, 1.5]
     ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
     ea.Reload()

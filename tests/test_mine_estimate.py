@@ -118,7 +118,7 @@ def test_bad_arguments_are_user_errors():
 
 def test_staircase_tracks_the_true_mi_levels():
     task = Staircase(dim=2, levels=(0.5, 2.0), steps_per_level=200)
-    res = estimate_staircase(task, "mine", hidden=64, eval_every=50, n_eval=1000)
+    res = estimate_staircase(task, "mine", hidden=64, eval_every=50, n_eval=1000, lr=5e-3)
     assert [p.true_mi for p in res.curve] == [0.5] * 4 + [2.0] * 4
     first, last = res.curve[3].heldout_mi, res.curve[-1].heldout_mi
     assert first == pytest.approx(0.5, abs=0.2) and last == pytest.approx(2.0, abs=0.35)
