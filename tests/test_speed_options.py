@@ -6,9 +6,8 @@ import json
 import pytest
 import torch
 from conftest import TINY, run_cli
+from dataset_fixtures import write_cifar10
 from omegaconf import OmegaConf
-from test_data import _write_cifar10
-from torchvision import datasets
 
 from dim.data.device import DeviceDataModule, random_crop
 from dim.data.images import ImageDataModule
@@ -70,10 +69,7 @@ def test_compiled_encoder_matches_eager_and_keeps_checkpoint_keys():
 
 @pytest.fixture
 def cifar(tmp_path, monkeypatch):
-    train_list, test_list, meta_md5 = _write_cifar10(tmp_path)
-    monkeypatch.setattr(datasets.CIFAR10, "train_list", train_list)
-    monkeypatch.setattr(datasets.CIFAR10, "test_list", test_list)
-    monkeypatch.setattr(datasets.CIFAR10, "meta", {**datasets.CIFAR10.meta, "md5": meta_md5})
+    write_cifar10(tmp_path, n_per_batch=20).register(monkeypatch)
     cfg = {"name": "cifar10", "data_dir": str(tmp_path), "download": False, "batch_size": 10}
     return ImageDataModule(cfg)
 

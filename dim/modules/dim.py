@@ -173,7 +173,11 @@ class DIMModule(pl.LightningModule):
     def _nonfinite(self, out: dict[str, Tensor]) -> str | None:
         """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes."""
         terms = sorted((k for k in out if k.endswith("_loss")), key=lambda k: k == "encoder_loss")
-        bad = next((k for k in terms if not bool(torch.isfinite(out[k]).all())), None)
+        bad = None
+        if terms:  # one device sync per step, not one per term
+            finite = torch.stack([torch.isfinite(out[k]).all() for k in terms])
+            if not bool(finite.all()):
+                bad = terms[int((~finite).nonzero()[0, 0])]
         if bad is None and "encoder_loss" not in out:  # called after backward: check gradients
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
