@@ -102,3 +102,23 @@ class GracefulStop(pl.Callback):
         for sig, previous in self._previous.items():
             if previous is not None:
                 signal.signal(sig, previous)
+
+
+class FinalCheckpoint(pl.Callback):
+    """Save ``last.ckpt`` when training ends after the last periodic save.
+
+    With ``every_n_train_steps`` / ``every_n_minutes`` Lightning's ModelCheckpoint keeps the last
+    *periodic* state (e.g. step 6 of a run that ends at step 8); the final steps would be lost to a
+    later ``resume``.  (When nothing was saved yet, ModelCheckpoint's own ``save_last`` does it.)
+    """
+
+    def __init__(self, ckpt_dir: Path) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self._saved_step: int | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._saved_step = trainer.global_step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_step is not None and self._saved_step != trainer.global_step:
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")

@@ -27,7 +27,7 @@ from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.eval.callbacks import EmbeddingProjector, KNNMonitor
 from dim.modules.dim import DIMModule
-from dim.reliability import AtomicCheckpointIO, GracefulStop
+from dim.reliability import AtomicCheckpointIO, FinalCheckpoint, GracefulStop
 
 TB_DIR = "tensorboard"
 
@@ -60,7 +60,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         every_n_train_steps=ck.every_n_train_steps,
         train_time_interval=timedelta(minutes=ck.every_n_minutes) if ck.every_n_minutes else None,
     )
-    callbacks: list[pl.Callback] = [checkpoint, GracefulStop(run_dir / "checkpoints")]
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks: list[pl.Callback] = [checkpoint, GracefulStop(ckpt_dir), FinalCheckpoint(ckpt_dir)]
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
@@ -106,9 +107,9 @@ def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
 def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
     """Train DIM as configured; returns the final metrics (also written to metrics.json)."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    data = ImageDataModule(_plain(cfg.data))
+    data = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
     if cfg.data_on_device:
-        data = DeviceDataModule(data, seed=int(cfg.seed))
+        data = DeviceDataModule(data)
     module = DIMModule(
         model=_plain(cfg.model),
         bound=_plain(cfg.bound),

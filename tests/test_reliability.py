@@ -66,20 +66,9 @@ def _losses(run):
     return {t: {e.step: e.value for e in ea.Scalars(t)} for t in tags}
 
 
-def test_exact_resume_equals_a_straight_run(tmp_path):
-    det = [*TINY, "trainer.deterministic=true"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert (
-        run_cli("dim-train", *det, "trainer.max_epochs=2", f"hydra.run.dir={straight}").returncode
-        == 0
-    )
-    assert (
-        run_cli("dim-train", *det, "trainer.max_epochs=1", f"hydra.run.dir={split}").returncode == 0
-    )
-    proc = run_cli("dim-train", f"resume={split}", "trainer.max_epochs=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a = torch.load(straight / "checkpoints/last.ckpt", weights_only=True)
-    b = torch.load(split / "checkpoints/last.ckpt", weights_only=True)
+def _assert_same_training(a_ckpt, b_ckpt) -> None:
+    a = torch.load(a_ckpt, weights_only=True)
+    b = torch.load(b_ckpt, weights_only=True)
     assert a["global_step"] == b["global_step"] == 8
     # Every weight and buffer: encoder, critics, prior discriminator, probes.
     for key, value in a["state_dict"].items():
@@ -87,9 +76,61 @@ def test_exact_resume_equals_a_straight_run(tmp_path):
     for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
         for pa, pb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
             assert torch.equal(pa["exp_avg"], pb["exp_avg"])
+
+
+# Stopped at an epoch end (after 4 of 8 steps) and in the middle of the second epoch (6 of 8).
+@pytest.mark.parametrize("stop", ["trainer.max_epochs=1", "trainer.max_steps=6"])
+def test_exact_resume_equals_a_straight_run(tmp_path, stop):
+    """Both ways, 2 epochs straight and stopped + ``resume`` give identical training."""
+    det = [*TINY, "trainer.deterministic=true", "callbacks.checkpoint.every_n_train_steps=3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert (
+        run_cli("dim-train", *det, "trainer.max_epochs=2", f"hydra.run.dir={straight}").returncode
+        == 0
+    )
+    first = run_cli("dim-train", *det, "trainer.max_epochs=2", stop, f"hydra.run.dir={split}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = torch.load(split / "checkpoints/last.ckpt", weights_only=True)
+    assert saved["global_step"] == (4 if "epochs" in stop else 6)
+    proc = run_cli("dim-train", f"resume={split}", "trainer.max_epochs=2", "trainer.max_steps=-1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_training(straight / "checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
     la, lb = _losses(straight), _losses(split)
     for tag in ("train/loss/local", "train/loss/prior_discriminator", "train/probe/acc_y"):
         assert la[tag] == lb[tag], tag
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_mid_epoch_resume_is_exact_with_augmentation_and_workers(tmp_path, monkeypatch, on_device):
+    """Random crops + flips in a worker process (or on the device): a checkpoint from the middle of
+    an epoch resumes with the same batches and the same augmented images."""
+    from dataset_fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "data", n_per_batch=13).register(monkeypatch)  # 65 images, 4 batches
+    overrides = [
+        *(o for o in TINY if not o.startswith("data")),
+        "data=cifar10",
+        "data.batch_size=16",
+        f"data.data_dir={tmp_path / 'data'}",
+        "data.download=false",
+        "data.augment.crop_padding=4",
+        "data.augment.hflip=true",
+        f"data.num_workers={0 if on_device else 1}",
+        "data.pin_memory=false",
+        f"data_on_device={str(on_device).lower()}",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=2",
+        "callbacks.checkpoint.every_n_train_steps=3",
+        "callbacks.knn.every_n_epochs=0",
+    ]
+    train(compose_train(overrides), tmp_path / "straight", None)
+    train(compose_train([*overrides, "trainer.max_steps=6"]), tmp_path / "first", None)
+    first = tmp_path / "first/checkpoints/last.ckpt"
+    assert torch.load(first, weights_only=True)["global_step"] == 6  # mid-epoch
+    train(compose_train(overrides), tmp_path / "resumed", first)
+    _assert_same_training(
+        tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt"
+    )
 
 
 def _nan_at_step(monkeypatch, step):

@@ -4,8 +4,9 @@ For datasets that fit in device memory (CIFAR, digits, Tiny ImageNet, STL-10 at 
 DataLoader with workers is the bottleneck of a small encoder on a fast GPU.  This DataModule keeps
 the images on the device (uint8 where the source holds uint8, as CIFAR/MNIST do), and per batch
 does the augmentation (random crop with padding, horizontal flip) and normalisation on the device.
-It has the same interface as :class:`~dim.data.images.ImageDataModule`; under DDP each process
-takes its own shard of a permutation shared by all processes (seeded by epoch).
+It has the same interface as :class:`~dim.data.images.ImageDataModule`, including the training
+order and exact mid-epoch resume of :mod:`dim.data.sampling`; under DDP each process takes its own
+shard of a permutation shared by all processes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
+from dim.data.sampling import epoch_order, shard
 from dim.errors import DimError
 
 
@@ -70,21 +72,15 @@ def check_reproducible(cfg: dict[str, Any], images: Tensor, info: dict[str, Any]
 
 
 class DeviceBatches:
-    """An iterable of (images, labels) batches sliced from device tensors."""
+    """An iterable of (images, labels) batches sliced from device tensors.
+
+    Training batches follow :mod:`dim.data.sampling`: the epoch's order comes from ``(seed,
+    epoch)``, this process takes its shard, a resumed epoch skips the batches already trained, and
+    each batch's augmentation draws from a generator seeded per batch, so resume is exact.
+    """
 
     def __init__(self, owner: DeviceDataModule, train: bool) -> None:
         self.owner, self.train = owner, train
-
-    def _indices(self) -> Tensor:
-        o = self.owner
-        x = o.tensors["train" if self.train else "val"][0]
-        n = x.shape[0]
-        if not self.train:
-            return torch.arange(n, device=x.device)
-        g = torch.Generator(device="cpu").manual_seed(o.seed + o.epoch)
-        perm = torch.randperm(n, generator=g)
-        per_rank = n // o.world_size
-        return perm[o.rank * per_rank : (o.rank + 1) * per_rank].to(x.device)
 
     def __len__(self) -> int:
         o = self.owner
@@ -96,23 +92,32 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         o = self.owner
         x_all, y_all = o.tensors["train" if self.train else "val"]
-        idx = self._indices()
-        for b in range(len(self)):
-            sel = idx[b * o.batch_size : (b + 1) * o.batch_size]
-            yield o.prepare(x_all[sel], self.train), y_all[sel]
-        if self.train:
-            o.epoch += 1
+        if not self.train:
+            for b in range(len(self)):
+                sel = slice(b * o.batch_size, (b + 1) * o.batch_size)
+                yield o.prepare(x_all[sel], False), y_all[sel]
+            return
+        epoch, skip = o.position.start_epoch()
+        perm, seeds = epoch_order(x_all.shape[0], o.seed, epoch)
+        mine = shard(perm, o.rank, o.world_size)
+        on_device = mine.to(x_all.device)  # one copy per epoch; seeds are read on the host
+        for b in range(skip, len(self)):
+            sel = on_device[b * o.batch_size : (b + 1) * o.batch_size]
+            batch_seed = int(seeds[mine[b * o.batch_size]])
+            g = torch.Generator(device=x_all.device).manual_seed(batch_seed)
+            yield o.prepare(x_all[sel], True, g), y_all[sel]
 
 
 class DeviceDataModule(pl.LightningDataModule):
     """Wraps an ImageDataModule's splits; same ``info`` and loaders, data on the device."""
 
-    def __init__(self, base: Any, seed: int = 0) -> None:
+    def __init__(self, base: Any) -> None:
         super().__init__()
         self.base = base
         self.batch_size = base.batch_size
         self.augment = dict(base.cfg.get("augment") or {})
-        self.seed, self.epoch, self.rank, self.world_size = seed, 0, 0, 1
+        self.seed, self.position = base.seed, base.position
+        self.rank, self.world_size = 0, 1
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
         self.stats: tuple[Tensor, Tensor] | None = None
 
@@ -122,6 +127,7 @@ class DeviceDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         device = torch.device("cpu")
+        self.position.trainer = self.trainer
         if self.trainer is not None:
             device = self.trainer.strategy.root_device
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
@@ -132,7 +138,7 @@ class DeviceDataModule(pl.LightningDataModule):
             if stats is not None:
                 self.stats = (stats[0].to(device), stats[1].to(device))
 
-    def prepare(self, x: Tensor, train: bool) -> Tensor:
+    def prepare(self, x: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
         """uint8 -> [0, 1] -> crop (random when training) -> flip -> normalise, on the device.
 
         Mirrors the torchvision pipeline of :mod:`dim.data.transforms`: RandomCrop(size,
@@ -144,12 +150,12 @@ class DeviceDataModule(pl.LightningDataModule):
         size = int(self.info["image_size"])
         pad = int(self.augment.get("crop_padding") or 0)
         if train and (pad or self.augment.get("random_crop")):
-            x = random_crop(x, pad, size)
+            x = random_crop(x, pad, size, generator)
         elif x.shape[-1] != size or x.shape[-2] != size:
             x = center_crop(x, size)
         if train:
             if self.augment.get("hflip"):
-                flip = torch.rand(x.shape[0], device=x.device) < 0.5
+                flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.stats is not None:
             x = (x - self.stats[0]) / self.stats[1]
@@ -162,10 +168,10 @@ class DeviceDataModule(pl.LightningDataModule):
         return DeviceBatches(self, train=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch}
+        return self.position.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch = int(state.get("epoch", 0))
+        self.position.load_state_dict(state)
 
 
 def center_crop(x: Tensor, size: int) -> Tensor:
@@ -179,7 +185,9 @@ def center_crop(x: Tensor, size: int) -> Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def random_crop(x: Tensor, pad: int, size: int | None = None) -> Tensor:
+def random_crop(
+    x: Tensor, pad: int, size: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """Per-image random ``size`` crop of a zero-padded batch (one gather, no Python loop)."""
     n, _, h, w = x.shape
     size = size or h
@@ -187,8 +195,8 @@ def random_crop(x: Tensor, pad: int, size: int | None = None) -> Tensor:
     if padded.shape[-1] < size or padded.shape[-2] < size:  # pad_if_needed
         padded = center_crop(padded, max(size, padded.shape[-1], padded.shape[-2]))
     ph, pw = padded.shape[-2:]
-    dy = torch.randint(0, ph - size + 1, (n,), device=x.device)
-    dx = torch.randint(0, pw - size + 1, (n,), device=x.device)
+    dy = torch.randint(0, ph - size + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, pw - size + 1, (n,), device=x.device, generator=generator)
     rows = (dy[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, :, None]
     cols = (dx[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]

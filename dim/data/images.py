@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from dim.data import folders, torchvision_sets  # noqa: F401 - they register their sources
 from dim.data.base import SOURCES, Source, Splits, missing_data_error, register
+from dim.data.sampling import ResumableSampler, SeededSamples, StreamPosition
 from dim.data.transforms import STATS, image_transform
 from dim.errors import DimError
 
@@ -90,11 +91,18 @@ def build_splits(cfg: dict[str, Any]) -> Splits:
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Train/val loaders over any registered source; drops the last incomplete training batch."""
+    """Train/val loaders over any registered source; drops the last incomplete training batch.
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    The training order and augmentation depend only on ``(seed, epoch)`` (``dim/data/sampling.py``)
+    and the position in the stream is part of the checkpoint, so a resume from any step, even
+    mid-epoch, continues with exactly the batches a run that never stopped would have seen.
+    """
+
+    def __init__(self, cfg: dict[str, Any], seed: int = 0) -> None:
         super().__init__()
         self.cfg = dict(cfg)
+        self.seed = int(seed)
+        self.position = StreamPosition()
         self.splits = build_splits(self.cfg)
         self.batch_size = int(self.cfg.get("batch_size", 64))
         if self.batch_size < 2:
@@ -112,20 +120,40 @@ class ImageDataModule(pl.LightningDataModule):
         s = self.splits
         return {"channels": s.channels, "image_size": s.image_size, "num_classes": s.num_classes}
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+    def setup(self, stage: str | None = None) -> None:
+        self.position.trainer = self.trainer
+
+    def _loader(self, ds: Dataset, sampler: ResumableSampler | None = None) -> DataLoader:
         workers = int(self.cfg.get("num_workers", 0))
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
+            sampler=sampler,
+            drop_last=sampler is not None,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=bool(self.cfg.get("pin_memory", False)),
+            # worker seeds from here, not from the global RNG (which the checkpoint restores)
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.train, True)
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            self.splits.train,
+            self.batch_size,
+            self.position,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+        return self._loader(SeededSamples(self.splits.train), sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, False)
+        return self._loader(self.splits.val)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position.load_state_dict(state)
