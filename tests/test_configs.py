@@ -60,15 +60,34 @@ def test_gpu_and_multinode_trainer_settings():
     assert compose_train(["trainer=ddp_cpu"]).trainer.devices == 2
 
 
-def test_misspelt_key_is_rejected():
-    proc = run_cli("dim-train", "trainer.max_epoch=3", "--cfg", "job")
-    assert proc.returncode != 0 and "max_epoch" in proc.stderr
+def test_misspelt_key_is_one_line_with_a_suggestion():
+    proc = run_cli("dim-train", "data=digits", "data.batch_sise=4", "--cfg", "job")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith("error: unknown config key 'data.batch_sise'")
+    assert "did you mean data.batch_size?" in proc.stderr
 
 
 def test_unknown_group_option_lists_choices():
     proc = run_cli("dim-train", "bound=infonse", "--cfg", "job")
-    assert proc.returncode != 0
-    assert "infonce" in proc.stderr and "jsd" in proc.stderr  # Hydra lists the available options
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "unknown bound 'infonse' (did you mean infonce?)" in proc.stderr
+    assert "choose one of: dv, infonce, jsd, nwj, smile" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("cmd", "arg", "expected"),
+    [
+        ("dim-train", "bound=jsd,dv", "Ambiguous value for argument 'bound=jsd,dv'"),
+        ("dim-eval", "eval.k=[", "no viable alternative"),
+        ("dim-mine", "bound=mnie", "unknown bound 'mnie' (did you mean mine?)"),
+        ("dim-embed", "batch_sise=8", "unknown config key 'batch_sise'"),
+        ("dim-export", "encoder.nam=x", "unknown config key 'encoder.nam'"),
+    ],
+)
+def test_every_cli_reports_bad_overrides_in_one_line(cmd, arg, expected):
+    proc = run_cli(cmd, arg)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith("error: ") and expected in proc.stderr
 
 
 def test_installed_configs_work_outside_the_checkout(tmp_path):

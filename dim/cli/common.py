@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -55,11 +58,92 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
     return wrapper
 
 
-def launch(task: Callable[[], Any], prepare_argv: Callable[[list[str]], list[str]]) -> None:
-    """Run a Hydra task after rewriting its command line; bad input there is a one-line error."""
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _config_keys(config_module: str, config_name: str, overrides: list[str]) -> list[str]:
+    """Every dotted key of the composed config (for "did you mean"); [] if it does not compose."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if not isinstance(node, dict):
+            return [prefix]
+        return [k for key, v in node.items() for k in walk(v, f"{prefix}{key}.")] or [prefix]
+
     try:
-        sys.argv = [sys.argv[0], *prepare_argv(sys.argv[1:])]
+        with initialize_config_module(config_module, version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+    except Exception:
+        return []
+    return [k.rstrip(".") for k in walk(OmegaConf.to_container(cfg, resolve=False), "")]
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def config_error(err: Exception, config_module: str, config_name: str, argv: list[str]) -> str:
+    """One line for a Hydra composition error (Hydra prints a block with the search path)."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        what = f"{group} '{name}'" if group else f"config '{name}'"
+        return f"unknown {what}{_closest(name, err.options)}; choose one of: " + ", ".join(
+            err.options
+        )
+    text = " ".join(str(err).split("Config search path:")[0].split())
+    bad = re.match(r"Could not override '([^']+)'", text)
+    if bad:
+        key = bad.group(1)
+        rest = [  # the other overrides (not flags such as --cfg, nor Hydra's own settings)
+            a
+            for a in argv
+            if "=" in a
+            and not a.startswith("-")
+            and a.split("=", 1)[0].lstrip("+~") not in (key, "hydra")
+            and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+        ]
+        hint = _closest(key, _config_keys(config_module, config_name, rest))
+        return f"unknown config key '{key}'{hint}; to add a new key write +{key}=..."
+    return text
+
+
+def launch(
+    task: Callable[[], Any],
+    config_module: str,
+    config_name: str,
+    prepare_argv: Callable[[list[str]], list[str]] | None = None,
+) -> None:
+    """Run a Hydra task; bad input on the command line is a one-line error with exit code 2.
+
+    ``prepare_argv`` rewrites the command line first (it raises :class:`DimError` on bad input).
+    Hydra's own composition errors (a misspelt key, an unknown group option, a malformed
+    override) become ``error: unknown config key 'trainer.max_epoch' (did you mean
+    trainer.max_epochs?) ...`` instead of Hydra's block; ``HYDRA_FULL_ERROR=1`` keeps Hydra's.
+    """
+    from hydra.errors import HydraException
+
+    argv = sys.argv[1:]
+    try:
+        argv = prepare_argv(argv) if prepare_argv else argv
     except DimError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    task()
+        _fail(str(err))
+    sys.argv = [sys.argv[0], *argv]
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
+    try:
+        task()
+    except HydraException as err:
+        if before == "1":
+            raise
+        _fail(config_error(err, config_module, config_name, argv))
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before

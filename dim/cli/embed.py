@@ -9,13 +9,12 @@ The command writes nothing else: no run dir (Hydra's empty one is removed).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import run_dir, user_errors
+from dim.cli.common import launch, run_dir, user_errors
 from dim.cli.eval import data_choice, patch_data_keys
 from dim.errors import DimError
 
@@ -115,8 +114,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-embed``."""
-    sys.argv = [sys.argv[0], *(patch_data_keys(a) for a in sys.argv[1:])]
-    _task()
+    launch(_task, "dim.configs", "embed", lambda argv: [patch_data_keys(a) for a in argv])
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-eval``."""
-    launch(_task, prepare_argv)
+    launch(_task, "dim.configs", "eval", prepare_argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import run_dir, user_errors
+from dim.cli.common import launch, run_dir, user_errors
 from dim.cli.embed import check_out, remove_empty_dirs
 from dim.errors import DimError
 
@@ -53,7 +53,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-export``."""
-    _task()
+    launch(_task, "dim.configs", "export")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import run_dir, user_errors
+from dim.cli.common import launch, run_dir, user_errors
 from dim.data.pairs import Pairs, Staircase, gaussian_pairs, load_csv, load_npy, load_npz
 from dim.errors import DimError
 
@@ -167,9 +167,13 @@ def _report(result: Any) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs.mine", config_name="mine")
 @user_errors
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``dim-mine``."""
+def _task(cfg: DictConfig) -> None:
     run(cfg)
+
+
+def main() -> None:
+    """Console script ``dim-mine``."""
+    launch(_task, "dim.configs.mine", "mine")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-train``."""
-    launch(_task, prepare_argv)
+    launch(_task, "dim.configs", "train", prepare_argv)
 
 
 if __name__ == "__main__":
