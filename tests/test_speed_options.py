@@ -149,3 +149,46 @@ def test_device_data_matches_the_dataloader_on_mnist_and_stl10(name, tmp_path, m
     assert torch.equal(y_dev, y_ref)
     x_train, _ = next(iter(dev.train_dataloader()))
     assert x_train.shape[1:] == x_ref.shape[1:]  # random crops come out at the training size
+
+
+def _fit_fp16(init_scale: float):
+    """Lightning turns ``precision=16-mixed`` on CPU into bf16; an explicit plugin keeps fp16."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    scales, update = [], scaler.update
+    scaler.update = lambda *a, **k: (scales.append(scaler.get_scale()), update(*a, **k))[1]
+    module = DIMModule(
+        dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16]),
+        dict(name="infonce"),
+        dict(alpha=0.5, beta=1.0, gamma=0.1),
+        dict(lr=1e-3, grad_clip=1.0),
+        DATA,
+    )
+    data = ImageDataModule({"name": "synthetic", "num_samples": 64, "batch_size": 16})
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer, scales
+
+
+def test_fp16_steps_every_optimizer_with_one_scaler_update_per_step():
+    trainer, scales = _fit_fp16(init_scale=2.0**10)
+    assert trainer.global_step == 4 and len(scales) == 4  # one GradScaler.update() per step
+    assert len(trainer.optimizers) == 3  # encoder + critics, prior discriminator, probes
+    for opt in trainer.optimizers:  # every one of them stepped
+        assert all(float(st["step"]) == 4 for st in opt.state.values())
+
+
+def test_fp16_overflow_lowers_the_scale_instead_of_stopping_the_run():
+    trainer, scales = _fit_fp16(init_scale=2.0**60)  # the scaled gradients overflow fp16
+    assert trainer.global_step == 4  # no NonFiniteLossError: skipping is the scaler's business
+    assert scales[0] == 2.0**60 and trainer.precision_plugin.scaler.get_scale() < 2.0**60

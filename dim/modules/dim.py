@@ -226,20 +226,29 @@ class DIMModule(pl.LightningModule):
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        bad = self._nonfinite({})
+        # fp16: the GradScaler skips steps whose (scaled) gradients overflow and lowers the scale;
+        # overflowing is how it finds the scale, not an error.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        bad = self._nonfinite({}) if scaler is None else None
         if bad is not None:
             self._handle_nonfinite(bad, out)
             return None
-        clip = self.hparams.optim.get("grad_clip")
-        if clip:
-            self.clip_gradients(
-                optimizers[0], gradient_clip_val=clip, gradient_clip_algorithm="norm"
-            )
-        optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
         for opt in optimizers[1:]:  # prior D and probes: same precision handling, not counted
-            self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
+            if scaler is not None:  # one scaler.update() per step: the encoder's step below
+                scaler.step(opt.optimizer)
+            else:
+                self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
+        optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
         self._log_step(out, "train")
         return total.detach()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the encoder's gradients here: after fp16 unscaling, right before its step."""
+        clip = self.hparams.optim.get("grad_clip")
+        encoder_opt = self.optimizers()
+        encoder_opt = encoder_opt[0] if isinstance(encoder_opt, list) else encoder_opt
+        if clip and optimizer is encoder_opt.optimizer:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
