@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import dim
-from dim.data.images import build_splits
+from dim.data.sources import build_splits
 from dim.training import train
 
 ROWS = [  # (label, objective group, bound group)

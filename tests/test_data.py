@@ -40,3 +40,17 @@ def test_unknown_dataset_and_tiny_batch():
         ImageDataModule({"name": "imagenet21k"})
     with pytest.raises(DimError, match="batch_size must be >= 2"):
         ImageDataModule({"name": "digits", "batch_size": 1})
+
+
+def test_evaluation_and_the_dataset_registry_do_not_import_lightning():
+    """dim-eval / dim-embed start in seconds: only training needs pytorch_lightning."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dim.data.sources, dim.eval.runner, dim.cli.eval, dim.cli.embed; "
+        "dim.data.sources.build_splits({'name': 'digits'}); "
+        "print('pytorch_lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -12,7 +12,7 @@ from dim.eval.features import TAPS, Features, extract_features
 from dim.eval.source import EncoderSource
 
 if TYPE_CHECKING:
-    from dim.data.images import Splits
+    from dim.data.sources import Splits
 
 
 @dataclass

@@ -21,7 +21,7 @@ from dim.errors import DimError
 from dim.nets.encoders import build_encoder
 
 if TYPE_CHECKING:
-    from dim.data.images import Splits
+    from dim.data.sources import Splits
 
 INITS = ("trained", "random")
 
@@ -101,7 +101,7 @@ def data_config(
         overrides: ``data.key=value`` patches applied on top.
 
     Returns:
-        A plain dict for :func:`dim.data.images.build_splits`, with augmentation switched off
+        A plain dict for :func:`dim.data.sources.build_splits`, with augmentation switched off
         (features must not depend on random crops or flips).
     """
     if group:
@@ -131,7 +131,7 @@ def data_config(
 
 def build_eval_splits(cfg: dict[str, Any], encoder_config: dict[str, Any]) -> Splits:
     """Build the train/val splits and check that the images fit the encoder."""
-    from dim.data.images import build_splits  # imports Lightning: only when data is needed
+    from dim.data.sources import build_splits
 
     splits = build_splits(cfg)
     want = (int(encoder_config["in_channels"]), int(encoder_config["image_size"]))
