@@ -42,3 +42,17 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     if world_size() == 1:
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process rank ``src``'s buffers (batch-norm running statistics).
+
+    DDP copies them from rank 0 only before a *training* forward, so after the last step of an
+    epoch each process holds the statistics of its own last batch.  Evaluating with rank 0's
+    makes every process's numbers those of the checkpoint (which rank 0 writes).
+    """
+    if world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=src)

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, run_cli
+from conftest import TINY, compose_train, run_cli
+from omegaconf import OmegaConf
 
 from dim.bounds import get_bound
 from dim.distributed import gather_with_grad
@@ -97,6 +98,44 @@ def test_ddp_cpu_training_end_to_end_with_resume(tmp_path):
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # exactly one run dir
     assert not list(run.glob("*ddp_process*"))  # only rank zero writes files
+    _assert_knn_equals_one_process(run)
     proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+
+
+def _assert_knn_equals_one_process(run):
+    """The kNN monitor splits the encoding across the 2 processes and gathers the features: its
+    numbers equal one process encoding everything with the final encoder."""
+    from dim.checkpoints import load_encoder
+    from dim.data.sources import build_splits
+    from dim.eval.features import extract_features
+    from dim.eval.knn import knn_accuracy
+
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    cfg = compose_train(TINY)
+    encoder = load_encoder(run / "encoder.pt")
+    splits = build_splits(OmegaConf.to_container(cfg.data, resolve=True))
+    knn = cfg.callbacks.knn
+    bank = extract_features(encoder, splits.eval_train, 256, "cpu", knn.max_train).labelled()
+    queries = extract_features(encoder, splits.val, 256, "cpu", knn.max_val).labelled()
+    for tap in ("conv", "fc", "y"):
+        expected = knn_accuracy(
+            bank.flat(tap),
+            bank.labels,
+            queries.flat(tap),
+            queries.labels,
+            knn.k,
+            int(splits.num_classes),
+            knn.temperature,
+            "cpu",
+        )
+        assert metrics[f"val/knn/acc_{tap}"] == pytest.approx(float(expected), abs=1e-6), tap
+
+
+def test_strided_shards_interleave_back_into_dataset_order():
+    from dim.eval.callbacks import interleave
+
+    n, world = 7, 3  # rank r holds r, r + 3, ...; padded to 3 rows each
+    shards = [list(range(r, n, world)) + [-1] * (3 - len(range(r, n, world))) for r in range(3)]
+    assert interleave(torch.tensor(shards), n).tolist() == list(range(n))

@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import Subset
 
-from dim.eval.features import TAPS, extract_features
+from dim.eval.features import TAPS, Features, extract_features
 from dim.eval.knn import knn_accuracy
 
 
@@ -23,13 +24,40 @@ def _splits(trainer: pl.Trainer):
     return splits
 
 
+def interleave(gathered: torch.Tensor, n: int) -> torch.Tensor:
+    """``(world, per_rank, ...)`` rows of strided shards (rank r holds r, r + world, ...) back
+    into dataset order, dropping the padding: the first ``n`` rows."""
+    return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
+
+
+def _shared_features(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, dataset, limit: int
+) -> Features:
+    """Features of the first ``limit`` images, each process encoding its strided share."""
+    n = min(len(dataset), int(limit))
+    world, rank = trainer.world_size, trainer.global_rank
+    share = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
+    feats = extract_features(pl_module.encoder, share, 256, pl_module.device, n)
+    if world == 1:
+        return feats
+    per_rank = -(-n // world)
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        padded = torch.cat([t, t.new_zeros((per_rank - len(t), *t.shape[1:]))])
+        gathered = trainer.strategy.all_gather(padded.to(pl_module.device))  # NCCL: on the GPU
+        return interleave(gathered, n).cpu()
+
+    return Features(gather(feats.conv), gather(feats.fc), gather(feats.y), gather(feats.labels))
+
+
 class KNNMonitor(pl.Callback):
     """Cosine kNN accuracy of the frozen features, logged as ``val/knn/acc_{conv,fc,y}``.
 
     Runs at the end of validation every ``every_n_epochs`` epochs and after the last epoch, so the
     final numbers land in ``metrics.json``.  The neighbour bank is the first ``max_train``
-    training images, the queries the first ``max_val`` validation images.  Every process
-    computes the same numbers (same data, same weights).
+    training images, the queries the first ``max_val`` validation images.  Under DDP each process
+    encodes every ``world_size``-th of those images and the features are all-gathered, so the
+    encoding work is split and every process computes the same numbers.
 
     Args:
         every_n_epochs: how often (0 = never).
@@ -68,8 +96,8 @@ class KNNMonitor(pl.Callback):
         if not self._due(trainer) or splits is None or not splits.num_classes:
             return
         device = pl_module.device
-        bank = extract_features(pl_module.encoder, splits.eval_train, 256, device, self.max_train)
-        queries = extract_features(pl_module.encoder, splits.val, 256, device, self.max_val)
+        bank = _shared_features(trainer, pl_module, splits.eval_train, self.max_train)
+        queries = _shared_features(trainer, pl_module, splits.val, self.max_val)
         bank, queries = bank.labelled(), queries.labelled()
         if len(bank) == 0 or len(queries) == 0:
             return
@@ -84,7 +112,7 @@ class KNNMonitor(pl.Callback):
                 self.temperature,
                 device,
             )
-            # Identical on every process; sync_dist only keeps Lightning's DDP bookkeeping happy.
+            # Identical on every process (same gathered features); sync_dist is bookkeeping.
             pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=True)
 
 

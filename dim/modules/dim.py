@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from dim.bounds import get_bound
-from dim.distributed import gather_with_grad
+from dim.distributed import broadcast_buffers, gather_with_grad
 from dim.errors import DimError
 from dim.modules.probe import OnlineProbes, feature_dims
 from dim.nets.critics import ConcatLocalCritic, DotLocalCritic, GlobalCritic, PriorDiscriminator
@@ -249,6 +249,9 @@ class DIMModule(pl.LightningModule):
         encoder_opt = encoder_opt[0] if isinstance(encoder_opt, list) else encoder_opt
         if clip and optimizer is encoder_opt.optimizer:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def on_validation_epoch_start(self) -> None:
+        broadcast_buffers(self)  # DDP: evaluate the state rank 0 saves, the same on every process
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
