@@ -25,7 +25,8 @@ from dataset_fixtures import (
 from omegaconf import OmegaConf
 
 from dim.data.folders import UnreadableImageWarning
-from dim.data.images import SOURCES, STATS, ImageDataModule, build_splits
+from dim.data.images import ImageDataModule
+from dim.data.sources import SOURCES, STATS, build_splits
 from dim.errors import DimError
 from dim.nets.encoders import check_image_shape
 

@@ -13,29 +13,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dim.data.sampling import ResumableSampler, SeededSamples, StreamPosition
-from dim.data.sources import (
-    SOURCES,
-    STATS,
-    Source,
-    Splits,
-    build_splits,
-    image_transform,
-    missing_data_error,
-    register,
-)
+from dim.data.sources import build_splits
 from dim.errors import DimError
 
-__all__ = [
-    "SOURCES",
-    "STATS",
-    "ImageDataModule",
-    "Source",
-    "Splits",
-    "build_splits",
-    "image_transform",
-    "missing_data_error",
-    "register",
-]
+__all__ = ["ImageDataModule"]
 
 
 class ImageDataModule(pl.LightningDataModule):
