@@ -100,12 +100,12 @@ class DeviceBatches:
         epoch, skip = o.position.start_epoch()
         perm, seeds = epoch_order(x_all.shape[0], o.seed, epoch)
         mine = shard(perm, o.rank, o.world_size)
-        on_device = mine.to(x_all.device)  # one copy per epoch; seeds are read on the host
+        on_device = mine.to(x_all.device)  # one copy per epoch
+        batch_seeds = seeds[mine[:: o.batch_size]].tolist()  # a batch's: its first sample's
+        g = torch.Generator(device=x_all.device)  # one per epoch, re-seeded per batch
         for b in range(skip, len(self)):
             sel = on_device[b * o.batch_size : (b + 1) * o.batch_size]
-            batch_seed = int(seeds[mine[b * o.batch_size]])
-            g = torch.Generator(device=x_all.device).manual_seed(batch_seed)
-            yield o.prepare(x_all[sel], True, g), y_all[sel]
+            yield o.prepare(x_all[sel], True, g.manual_seed(batch_seeds[b])), y_all[sel]
 
 
 class DeviceDataModule(pl.LightningDataModule):

@@ -245,9 +245,7 @@ class DIMModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the encoder's gradients here: after fp16 unscaling, right before its step."""
         clip = self.hparams.optim.get("grad_clip")
-        encoder_opt = self.optimizers()
-        encoder_opt = encoder_opt[0] if isinstance(encoder_opt, list) else encoder_opt
-        if clip and optimizer is encoder_opt.optimizer:
+        if clip and optimizer is self.trainer.optimizers[0]:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_validation_epoch_start(self) -> None:
