@@ -12,6 +12,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
+
+PARTIAL = ".tmp-"  # a checkpoint being written: .<name>.tmp-<pid>
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -24,7 +27,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
@@ -59,66 +62,130 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class GracefulStop(pl.Callback):
-    """On SIGTERM (also SLURM preemption) or SIGINT: finish the step, save last.ckpt, stop.
+class StopRequest:
+    """The signal handler of a training run: SIGTERM (also SLURM preemption) or SIGINT only *ask*
+    for a stop; :class:`GracefulStop` honours it at the next point where the state can be saved.
 
-    Both signals set Lightning's "received SIGTERM" flag, so Lightning raises ``SIGTERMException``
-    after the step (instead of KeyboardInterrupt mid-step); the signal is forwarded to DDP children
-    started by Lightning.  All processes agree on the stop (one all-reduce per step).
+    Installed by :func:`dim.training.train` before anything else happens and restored when it
+    returns, so a signal during start-up, a checkpoint write or the final export never kills the
+    process half-way.  Lightning's own SIGTERM flag is not used: Lightning acts on it in places
+    where the state cannot be saved (the middle of validation), which lost work silently.
     """
 
-    def __init__(self, ckpt_dir: Path) -> None:
-        self.ckpt_dir = Path(ckpt_dir)
+    def __init__(self) -> None:
         self.signum: int | None = None
-        self.saved: Path | None = None
+        self.forward: Any = None  # set by GracefulStop: forwards the signal to DDP children
         self._previous: dict[int, Any] = {}
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        connector = trainer._signal_connector
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self.forward is not None:
+                self.forward(signum)
 
-        def handler(signum, frame):
-            if self.signum is None:
-                self.signum = signum
-                launcher = trainer.strategy.launcher
-                if launcher is not None and hasattr(launcher, "kill"):
-                    launcher.kill(signum)  # DDP children launched by Lightning stop too
-            connector.received_sigterm = True
-
+    def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
+            if sig not in self._previous:
+                self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        requested = bool(trainer._signal_connector.received_sigterm)
-        if trainer.world_size > 1:
-            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-        if requested and self.saved is None:
-            trainer._signal_connector.received_sigterm = True
-            self.signum = self.signum or signal.SIGTERM
-            self.saved = self.ckpt_dir / "last.ckpt"
-            trainer.save_checkpoint(self.saved)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def restore(self) -> None:
         for sig, previous in self._previous.items():
-            if previous is not None:
-                signal.signal(sig, previous)
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
-class FinalCheckpoint(pl.Callback):
-    """Save ``last.ckpt`` when training ends after the last periodic save.
+def training_done(trainer: pl.Trainer) -> bool:
+    """Whether the fit loop ends at this point anyway (``max_steps`` / ``max_epochs`` reached)."""
+    max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+    if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
+        return True
+    epochs_done = trainer.fit_loop.epoch_progress.current.processed
+    return max_epochs is not None and max_epochs >= 0 and epochs_done >= max_epochs
 
-    With ``every_n_train_steps`` / ``every_n_minutes`` Lightning's ModelCheckpoint keeps the last
-    *periodic* state (e.g. step 6 of a run that ends at step 8); the final steps would be lost to a
-    later ``resume``.  (When nothing was saved yet, ModelCheckpoint's own ``save_last`` does it.)
+
+class GracefulStop(Checkpoint):
+    """Owns ``checkpoints/last.ckpt`` at the moments ModelCheckpoint does not: on a stop request,
+    and when training ends after the last periodic save.
+
+    A stop request (:class:`StopRequest`) is honoured where the state resumes exactly:
+
+    - after a training step in the middle of an epoch;
+    - at the end of the epoch (after validation, the kNN monitor and the epoch's checkpoint) when
+      it arrives during an epoch's last step, validation, the monitor or a checkpoint write.
+
+    It is a :class:`~pytorch_lightning.callbacks.Checkpoint`, listed after ModelCheckpoint, so
+    Lightning calls it after ModelCheckpoint in every hook: it sees whether this point was saved
+    already.  All DDP processes agree on the stop (one all-reduce of a flag per step).  The stop
+    itself is Lightning's ``SIGTERMException``, raised by the fit loop once the step or the epoch
+    is complete; :func:`dim.training.train` turns it into the "Continue with" message.
     """
 
-    def __init__(self, ckpt_dir: Path) -> None:
+    def __init__(self, ckpt_dir: Path, request: StopRequest) -> None:
         self.ckpt_dir = Path(ckpt_dir)
-        self._saved_step: int | None = None
+        self.request = request
+        self.saved: Path | None = None  # where the stop's state is
+        self._saved_at: tuple[int, int] | None = None
+        self._log_step: int | None = None  # the logger step of the next step's metrics
+        self._restored_log_step: int | None = None
+
+    @staticmethod
+    def _point(trainer: pl.Trainer) -> tuple[int, int]:
+        # (step, epochs processed): an epoch's last step and its end are different points
+        return trainer.global_step, trainer.fit_loop.epoch_progress.current.processed
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and self.ckpt_dir.is_dir():  # left by a kill during a write
+            for partial in self.ckpt_dir.glob(f".*{PARTIAL}*"):
+                partial.unlink(missing_ok=True)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        launcher = trainer.strategy.launcher
+        if launcher is not None and hasattr(launcher, "kill"):
+            self.request.forward = launcher.kill  # DDP children launched by Lightning stop too
+        self.request.install()  # again: Lightning registered its own handler at fit start
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self._saved_step = trainer.global_step
+        self._saved_at = self._point(trainer)
+
+    # The logger step (x-axis of TensorBoard curves) is Lightning's private batch counter, which
+    # its restore sets one too high for a checkpoint taken at the end of an epoch of a run bounded
+    # by max_steps: every later point of a resumed run would shift by one.  The checkpoint carries
+    # the right value, set again once Lightning's loops have been reset (at the first batch).
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._log_step is None else {"log_step": self._log_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_log_step = state_dict.get("log_step")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if self._restored_log_step is not None:
+            loop._batches_that_stepped, self._restored_log_step = self._restored_log_step, None
+        self._log_step = loop._batches_that_stepped + 1  # once this step has run
+
+    def _stop_here(self, trainer: pl.Trainer) -> None:
+        requested = self.request.signum is not None
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if not requested or training_done(trainer):
+            return  # a run that ends here anyway just finishes
+        if self.request.signum is None:  # another process got the signal
+            self.request.signum = signal.SIGTERM
+        if self._saved_at != self._point(trainer):
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
+        self.saved = self.ckpt_dir / "last.ckpt"
+        trainer._signal_connector.received_sigterm = True  # the fit loop raises after this hook
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:  # the last step waits for the epoch end
+            self._stop_here(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_here(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._saved_step is not None and self._saved_step != trainer.global_step:
+        # With every_n_train_steps / every_n_minutes, ModelCheckpoint keeps the last *periodic*
+        # state (e.g. step 6 of a run that ends at step 8): save the final one.
+        if self._saved_at is not None and self._saved_at[0] != trainer.global_step:
             trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")

@@ -16,18 +16,19 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from dim.callbacks import TensorBoardVisuals
-from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, save_encoder
+from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_encoder, save_encoder
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.eval.callbacks import EmbeddingProjector, KNNMonitor
 from dim.modules.dim import DIMModule
-from dim.reliability import AtomicCheckpointIO, FinalCheckpoint, GracefulStop
+from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
 
 TB_DIR = "tensorboard"
 
@@ -46,7 +47,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     raise DimError(f"logger.name must be tensorboard or csv, got '{kind}'")
 
 
-def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
+def build_callbacks(
+    cfg: DictConfig, run_dir: Path, request: StopRequest | None = None
+) -> list[pl.Callback]:
     ck = cfg.callbacks.checkpoint
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
@@ -59,9 +62,13 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         every_n_epochs=None if ck.every_n_train_steps or ck.every_n_minutes else ck.every_n_epochs,
         every_n_train_steps=ck.every_n_train_steps,
         train_time_interval=timedelta(minutes=ck.every_n_minutes) if ck.every_n_minutes else None,
+        # last.ckpt is always *the* state to resume from: a resumed run overwrites it, even when
+        # this callback did not write it (a stop saved by GracefulStop) instead of adding last-v1
+        enable_version_counter=False,
     )
     ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[pl.Callback] = [checkpoint, GracefulStop(ckpt_dir), FinalCheckpoint(ckpt_dir)]
+    stop = GracefulStop(ckpt_dir, request or StopRequest())
+    callbacks: list[pl.Callback] = [checkpoint, stop]  # in this order: stop sees checkpoint's saves
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
@@ -77,8 +84,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     return callbacks
 
 
-def check_checkpoint(path: Path, module: DIMModule) -> None:
-    """Fail early, in one line, on a missing, corrupt or other-architecture checkpoint."""
+def check_checkpoint(path: Path, module: DIMModule) -> dict[str, Any]:
+    """Fail early, in one line, on a missing, corrupt or other-architecture checkpoint; returns
+    the checkpoint."""
     if not path.is_file():
         raise DimError(f"checkpoint not found: {path}")
     ckpt = _safe_load(path)
@@ -94,6 +102,7 @@ def check_checkpoint(path: Path, module: DIMModule) -> None:
             f"checkpoint {path} lacks {len(missing)} weights of this model (e.g. "
             f"{sorted(missing)[0]}); it was trained with another objective or critic"
         )
+    return ckpt
 
 
 def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
@@ -104,8 +113,55 @@ def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
     return metrics
 
 
+def _progress(ckpt: dict[str, Any]) -> tuple[int, int]:
+    """(steps, epochs) a Lightning checkpoint has trained."""
+    epochs = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(ckpt.get("global_step", 0)), int(epochs.get("current", {}).get("processed", 0))
+
+
+def _end(cfg: DictConfig) -> tuple[int, int]:
+    steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
+    return (-1 if steps is None else int(steps)), (-1 if epochs is None else int(epochs))
+
+
+def nothing_left(cfg: DictConfig, ckpt: dict[str, Any]) -> str | None:
+    """Why a run resumed from ``ckpt`` would not train a step, or None."""
+    (steps, epochs), (max_steps, max_epochs) = _progress(ckpt), _end(cfg)
+    if 0 <= max_steps <= steps:
+        return f"already at step {steps} of {max_steps} (trainer.max_steps)"
+    if 0 <= max_epochs <= epochs:
+        return f"already at epoch {epochs} of {max_epochs} (trainer.max_epochs), step {steps}"
+    return None
+
+
+def stopped_early(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
+    """Why a fit that returned normally ended before ``max_steps`` / ``max_epochs``, or None."""
+    if training_done(trainer):
+        return None
+    max_steps, max_epochs = _end(cfg)
+    end = f"step {max_steps}" if max_steps >= 0 else f"epoch {max_epochs}"
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    why = (
+        "trainer.max_time was reached"
+        if any(t.time_remaining() is not None and t.time_remaining() <= 0 for t in timers)
+        else "a callback set trainer.should_stop"
+    )
+    return f"stopped early at step {trainer.global_step} (configured end: {end}): {why}"
+
+
 def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
     """Train DIM as configured; returns the final metrics (also written to metrics.json)."""
+    request = StopRequest()  # from here on a signal asks for a stop at a safe point
+    request.install()
+    try:
+        return _train(cfg, run_dir, ckpt_path, request)
+    finally:
+        request.restore()
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, ckpt_path: Path | None, request: StopRequest
+) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
     if cfg.data_on_device:
@@ -118,8 +174,10 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
         data=data.info,
     )
     if ckpt_path is not None:
-        check_checkpoint(ckpt_path, module)
-    callbacks = build_callbacks(cfg, run_dir)
+        done = nothing_left(cfg, check_checkpoint(ckpt_path, module))
+        if done is not None:
+            return finish_without_training(cfg, run_dir, ckpt_path, done)
+    callbacks = build_callbacks(cfg, run_dir, request)
     trainer = pl.Trainer(
         **_plain(cfg.trainer),
         default_root_dir=str(run_dir),
@@ -131,7 +189,7 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except SIGTERMException:
         stop = next(c for c in callbacks if isinstance(c, GracefulStop))
-        signum = stop.signum or signal.SIGTERM
+        signum = request.signum or signal.SIGTERM
         if trainer.is_global_zero:
             print(
                 f"Stopped by {signal.Signals(signum).name} at step {trainer.global_step}; "
@@ -151,12 +209,30 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         if cfg.export_encoder:
             save_encoder(module.encoder, run_dir / "encoder.pt", {"run_dir": str(run_dir)})
-        print_summary(run_dir, metrics, cfg)
+        print_summary(run_dir, metrics, cfg, stopped_early(trainer, cfg))
     return metrics
 
 
-def print_summary(run_dir: Path, metrics: dict[str, Any], cfg: DictConfig) -> None:
-    lines = ["", "Training finished."]
+def finish_without_training(
+    cfg: DictConfig, run_dir: Path, ckpt_path: Path, why: str
+) -> dict[str, Any]:
+    """A resumed run with nothing left to train: say so; write a missing ``encoder.pt``."""
+    if rank_zero_only.rank == 0:
+        if cfg.export_encoder and not (run_dir / "encoder.pt").is_file():
+            save_encoder(load_encoder(ckpt_path), run_dir / "encoder.pt", {"run_dir": str(run_dir)})
+        print(
+            f"Nothing to train: {why}. Raise trainer.max_steps or trainer.max_epochs to continue "
+            f"(run dir: {run_dir}).",
+            flush=True,
+        )
+    summary = run_dir / "metrics.json"
+    return json.loads(summary.read_text())["metrics"] if summary.is_file() else {}
+
+
+def print_summary(
+    run_dir: Path, metrics: dict[str, Any], cfg: DictConfig, early: str | None = None
+) -> None:
+    lines = ["", f"Training {early}." if early else "Training finished."]
     probes = {k: v for k, v in metrics.items() if k.startswith("val/probe/acc_")}
     for key in sorted(probes):
         if probes[key] is not None:

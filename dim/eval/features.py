@@ -107,7 +107,15 @@ def extract_features(
         raise DimError("the dataset split is empty: nothing to encode")
     was_training = encoder.training
     encoder.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # Its own generator: iterating a DataLoader draws a seed from the global RNG otherwise, and
+    # evaluation during or after training must not move the training RNG (exact resume).
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator(),
+    )
     parts: dict[str, list[Tensor]] = {"conv": [], "fc": [], "y": [], "labels": []}
     try:
         for images, labels in loader:
@@ -123,5 +131,7 @@ def extract_features(
 @torch.no_grad()
 def stack_images(dataset: Dataset, limit: int | None = None, batch_size: int = 512) -> Tensor:
     """The first ``limit`` images of a dataset as one float32 tensor (N, C, H, W)."""
-    loader = DataLoader(_head(dataset, limit), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(
+        _head(dataset, limit), batch_size=batch_size, shuffle=False, generator=torch.Generator()
+    )
     return torch.cat([images.float() for images, _ in loader])

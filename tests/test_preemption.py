@@ -1,0 +1,205 @@
+"""Preemption at any moment: ``resume`` trains to the configured end, bit-identical to a run that
+was never interrupted (every weight, Adam moment and logged curve)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BIN, TINY, compose_train, run_cli
+from preemption_helpers import Preempt, install
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dim.training import train
+
+HERE = Path(__file__).parent
+# 64 images / batch 16 = 4 steps an epoch; 3 epochs; validation and the kNN monitor every epoch.
+BASE = [*TINY, "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
+BY_STEPS = [*BASE, "trainer.max_epochs=-1", "trainer.max_steps=12"]
+BY_EPOCHS = [*BASE, "trainer.max_epochs=3"]
+PERIODIC = [*BY_STEPS, "callbacks.checkpoint.every_n_train_steps=3"]
+ON_DEVICE = [*BY_STEPS, "data_on_device=true"]
+
+_straight: dict[tuple[str, ...], Path] = {}
+
+
+def straight_run(overrides: list[str], tmp_path_factory) -> Path:
+    """The uninterrupted run of a configuration (trained once per session)."""
+    key = tuple(overrides)
+    if key not in _straight:
+        run = tmp_path_factory.mktemp("straight")
+        train(compose_train(overrides), run, None)
+        _straight[key] = run
+    return _straight[key]
+
+
+def interrupted(overrides, run, monkeypatch, point, step, sig=signal.SIGTERM) -> int:
+    """Train until the signal stops the run; returns the exit code train() asked for."""
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt(point, step, sig))
+        with pytest.raises(SystemExit) as stop:
+            train(compose_train(overrides), run, None)
+    return stop.value.code
+
+
+def resume(overrides, run) -> None:
+    train(compose_train(overrides), run, run / "checkpoints/last.ckpt")
+
+
+def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {t: sorted((e.step, e.value) for e in ea.Scalars(t)) for t in ea.Tags()["scalars"]}
+
+
+def assert_same_training(
+    straight: Path, run: Path, steps: int = 12, relogged: bool = False
+) -> None:
+    """Same final state and curves; ``relogged``: steps between the last checkpoint and a kill
+    were logged twice, with the same values."""
+    a = torch.load(straight / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert b["global_step"] == a["global_step"] == steps
+    for key, value in a["state_dict"].items():  # encoder, critics, prior D, probes
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+            assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    ca, cb = curves(straight), curves(run)
+    assert ca.keys() == cb.keys()
+    for tag in ca:  # train losses and probes every step; validation and kNN every epoch
+        if relogged:
+            assert sorted(set(ca[tag])) == sorted(set(cb[tag])), tag
+        else:
+            assert ca[tag] == cb[tag], tag
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (straight / "checkpoints").iterdir()
+    )  # no last-v1.ckpt beside last.ckpt
+
+
+# (configuration, where the signal arrives, at which step, the step the checkpoint holds)
+CASES = {
+    "first epoch": (BY_STEPS, "step", 2, 2),
+    "second epoch": (BY_STEPS, "step", 6, 6),
+    "last step of an epoch": (BY_STEPS, "step", 4, 4),
+    "during validation": (BY_STEPS, "validation", 8, 8),
+    "during the kNN monitor": (BY_STEPS, "knn", 4, 4),
+    "during an epoch-end checkpoint write": (BY_STEPS, "checkpoint", 8, 8),
+    "during a periodic checkpoint write": (PERIODIC, "checkpoint", 3, 3),
+    "first epoch, run bounded by epochs": (BY_EPOCHS, "step", 1, 1),
+    "epoch end, run bounded by epochs": (BY_EPOCHS, "validation", 4, 4),
+    "first epoch, data on the device": (ON_DEVICE, "step", 3, 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_after_a_signal_anywhere_equals_the_straight_run(
+    case, tmp_path, tmp_path_factory, monkeypatch, capsys
+):
+    overrides, point, step, saved = CASES[case]
+    straight = straight_run(overrides, tmp_path_factory)
+    assert interrupted(overrides, tmp_path, monkeypatch, point, step) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"Stopped by SIGTERM at step {saved}; checkpoint saved to " in err
+    assert f"Continue with: dim-train resume={tmp_path}" in err
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == saved
+    resume(overrides, tmp_path)
+    assert "Training finished." in capsys.readouterr().out
+    assert_same_training(straight, tmp_path)
+
+
+def test_two_interruptions_and_sigint_resume_exactly(tmp_path, tmp_path_factory, monkeypatch):
+    straight = straight_run(BY_STEPS, tmp_path_factory)
+    assert interrupted(BY_STEPS, tmp_path, monkeypatch, "step", 1) == 128 + signal.SIGTERM
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt("step", 7, signal.SIGINT))
+        with pytest.raises(SystemExit) as stop:
+            resume(BY_STEPS, tmp_path)
+    assert stop.value.code == 128 + signal.SIGINT
+    resume(BY_STEPS, tmp_path)
+    assert_same_training(straight, tmp_path)
+
+
+def test_signal_at_the_last_step_finishes_and_resume_has_nothing_to_do(
+    tmp_path, monkeypatch, capsys
+):
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt("step", 12))
+        train(compose_train(BY_STEPS), tmp_path, None)  # the run ends here anyway: no stop
+    assert "Training finished." in capsys.readouterr().out
+    (tmp_path / "encoder.pt").unlink()  # as if killed before the export
+    resume(BY_STEPS, tmp_path)
+    out = capsys.readouterr().out
+    assert "Nothing to train: already at step 12 of 12 (trainer.max_steps)" in out
+    assert "Training finished." not in out
+    assert (tmp_path / "encoder.pt").is_file()
+
+
+def test_resumed_run_that_stops_early_says_why(tmp_path, monkeypatch, capsys):
+    assert interrupted(BY_STEPS, tmp_path, monkeypatch, "step", 2) == 128 + signal.SIGTERM
+    resume([*BY_STEPS, "+trainer.max_time=00:00:00:00"], tmp_path)
+    out = capsys.readouterr().out
+    assert "Training stopped early at step 2 (configured end: step 12): trainer.max_time" in out
+
+
+def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
+    tmp_path, tmp_path_factory
+):
+    """Killed while writing the step-6 checkpoint: the half-written file is never resumed from;
+    resume continues from step 3 and is exact from there."""
+    straight = straight_run(PERIODIC, tmp_path_factory)
+    script = (
+        "import os, signal, sys, torch, dim.reliability as r\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from conftest import compose_train\n"
+        "from dim.training import train\n"
+        "save = torch.save\n"
+        "def half(obj, f, *a, **k):\n"
+        "    if obj['global_step'] == 6:\n"
+        "        f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    save(obj, f, *a, **k)\n"
+        "r.torch.save = half\n"
+        f"train(compose_train({PERIODIC!r}), __import__('pathlib').Path({str(tmp_path)!r}), None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    resume(PERIODIC, tmp_path)
+    assert_same_training(straight, tmp_path, relogged=True)
+
+
+def test_ddp_resume_after_a_signal_in_the_first_epoch(tmp_path, tmp_path_factory):
+    """Two gloo processes under torchrun; only rank 0 gets SIGTERM, both stop at the same step."""
+    overrides = [*BY_STEPS, "trainer=ddp_cpu", "callbacks.knn.every_n_epochs=0"]
+    args = tmp_path / "overrides.json"
+    args.write_text(json.dumps(overrides))
+
+    def torchrun(run: Path, resume: bool, *point: str) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2"]
+        cmd += [str(HERE / "preemption_helpers.py"), str(args), str(run), str(int(resume))]
+        env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+        return subprocess.run([*cmd, *point], capture_output=True, text=True, env=env)
+
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert torchrun(straight, False).returncode == 0
+    stopped = torchrun(run, False, "step", "1")
+    assert stopped.returncode != 0 and "Stopped by SIGTERM at step 1" in stopped.stderr
+    done = torchrun(run, True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_training(straight, run)
+
+
+def test_cli_resume_with_nothing_left_says_so(tiny_run):
+    run, _ = tiny_run
+    steps = json.loads((run / "metrics.json").read_text())["global_step"]
+    proc = run_cli("dim-train", f"resume={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"already at epoch 1 of 1 (trainer.max_epochs), step {steps}" in proc.stdout
+    assert "Training finished." not in proc.stdout
