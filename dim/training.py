@@ -96,12 +96,26 @@ def check_checkpoint(path: Path, module: DIMModule) -> dict[str, Any]:
         raise DimError(
             f"checkpoint {path} was trained with encoder {theirs}, this run builds {ours}"
         )
-    missing = set(module.state_dict()) - set(ckpt["state_dict"])
+    ours_state, theirs_state = module.state_dict(), ckpt["state_dict"]
+    missing = sorted(set(ours_state) - set(theirs_state))
     if missing:
         raise DimError(
-            f"checkpoint {path} lacks {len(missing)} weights of this model (e.g. "
-            f"{sorted(missing)[0]}); it was trained with another objective or critic"
+            f"checkpoint {path} lacks {len(missing)} weights of this model (e.g. {missing[0]}); "
+            "it was trained with another objective or critic"
         )
+    extra = sorted(set(theirs_state) - set(ours_state))
+    if extra:
+        raise DimError(
+            f"checkpoint {path} holds {len(extra)} weights this run does not build (e.g. "
+            f"{extra[0]}); it was trained with another objective or critic"
+        )
+    for key, value in ours_state.items():
+        if tuple(value.shape) != tuple(theirs_state[key].shape):
+            raise DimError(
+                f"checkpoint {path} holds {key} of shape {list(theirs_state[key].shape)}, this "
+                f"run builds {list(value.shape)}: an override changed the model (e.g. "
+                "model.mi_units or model.prior_hidden); keep the checkpoint's settings"
+            )
     return ckpt
 
 

@@ -34,6 +34,25 @@ def run_cli(cmd: str, *args: str, cwd: Path | None = None, timeout: int = 600):
     )
 
 
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """Run a console script's ``main`` in this process: ``(exit code, stdout, stderr)``.
+
+    For bad-input cases, where a subprocess adds nothing but start-up time."""
+
+    def run(main, *args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["dim", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
 def compose_train(overrides: list[str]):
     with initialize_config_module("dim.configs", version_base="1.3"):
         return compose("train", overrides=overrides)

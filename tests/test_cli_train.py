@@ -8,6 +8,7 @@ from conftest import TINY, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim
+from dim.cli.train import main as train_main
 
 
 def _scalars(tb_dir, tag):
@@ -112,19 +113,41 @@ def test_ckpt_path_starts_a_new_run_dir(tiny_run, tmp_path):
         (["ckpt_path={garbage}"], "cannot read"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_leaves_nothing(tiny_run, tmp_path, args, message):
+def test_bad_input_gives_one_line_error_and_leaves_nothing(
+    tiny_run, tmp_path, in_process, args, message
+):
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint" * 100)
     args = [a.format(tmp=tmp_path, ckpt=ckpt, garbage=garbage) for a in args]
     out = tmp_path / "out"
     base = [a for a in TINY if not a.startswith("data")] if args[0].startswith("data=") else TINY
-    proc = run_cli("dim-train", *base, *args, f"hydra.run.dir={out}")
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
-    assert err[-1].startswith("error: ") and message in err[-1], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    code, _, stderr = in_process(train_main, *base, *args, f"hydra.run.dir={out}")
+    assert code == 2, stderr[-2000:]
+    err = stderr.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], stderr[-2000:]
+    assert "Traceback" not in stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.mi_units=128", "holds local_critic"),
+        ("model.prior_hidden=[8,8]", "holds prior_disc"),
+        ("model.y_dim=32", "was trained with encoder"),
+    ],
+)
+def test_resume_refuses_an_override_that_changes_what_the_checkpoint_holds(
+    tiny_run, in_process, override, message
+):
+    run = tiny_run[0]
+    before = (run / "checkpoints/last.ckpt").read_bytes()
+    code, _, stderr = in_process(train_main, f"resume={run}", "trainer.max_epochs=2", override)
+    assert code == 2, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last and "Traceback" not in stderr
+    assert (run / "checkpoints/last.ckpt").read_bytes() == before
 
 
 def test_existing_run_dir_is_not_overwritten(tiny_run):
