@@ -13,7 +13,7 @@ from dim.errors import DimError
 _LAZY = {
     "build_encoder": "dim.nets.encoders",
     "load_encoder": "dim.checkpoints",
-    "estimate_mi": "dim.estimate",
+    "estimate_mi": "dim.mine",
 }
 
 

@@ -184,8 +184,13 @@ BOUNDS: dict[str, Callable[..., Bound]] = {
 }
 
 
+def bound_names() -> tuple[str, ...]:
+    """Names of every bound :func:`get_bound` builds, sorted (the one list; do not restate it)."""
+    return tuple(sorted(BOUNDS))
+
+
 def get_bound(name: str, **kwargs: float) -> Bound:
     """Build a bound by name; stateful ones (``mine``) come back as an ``nn.Module``."""
     if name not in BOUNDS:
-        raise ValueError(f"unknown bound '{name}'; choose one of: {', '.join(sorted(BOUNDS))}")
+        raise ValueError(f"unknown bound '{name}'; choose one of: {', '.join(bound_names())}")
     return BOUNDS[name](**kwargs)

@@ -36,7 +36,7 @@ def one(job: dict) -> dict:
     import torch
 
     from dim import estimate_mi
-    from dim.data.pairs import gaussian_pairs
+    from dim.mine.pairs import gaussian_pairs
 
     torch.set_num_threads(job["threads"])
     pairs = gaussian_pairs(job["n"], job["dim"], mi=job["mi"], seed=job["seed"])

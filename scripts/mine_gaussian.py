@@ -22,7 +22,7 @@ RHOS = [-0.99, -0.9, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 0.9, 0.99]
 def one(job: dict) -> dict:
     """One (dim, rho, bound) estimate in a worker process."""
     from dim import estimate_mi
-    from dim.data.pairs import gaussian_pairs
+    from dim.mine.pairs import gaussian_pairs
 
     pairs = gaussian_pairs(job["n"], job["dim"], rho=job["rho"], seed=job["seed"])
     res = estimate_mi(pairs.x, pairs.y, job["bound"], seed=job["seed"])
@@ -42,7 +42,7 @@ def plot(rows: list[dict], dims: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dim.data.pairs import gaussian_mi
+    from dim.mine.pairs import gaussian_mi
 
     fig, axes = plt.subplots(1, len(dims), figsize=(5.2 * len(dims), 4.2), squeeze=False)
     grid = np.linspace(-0.995, 0.995, 401)

@@ -22,8 +22,8 @@ BOUNDS = ["mine", "nwj", "infonce", "smile"]
 
 def one(job: dict) -> dict:
     """Walk the staircase with one bound (in a worker process)."""
-    from dim.data.pairs import Staircase
-    from dim.estimate import estimate_staircase
+    from dim.mine import estimate_staircase
+    from dim.mine.pairs import Staircase
 
     task = Staircase(job["dim"], job["levels"], job["steps_per_level"], job["cubic"])
     kw = {"tau": job["tau"]} if job["bound"] == "smile" else {}

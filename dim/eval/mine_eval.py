@@ -1,6 +1,6 @@
 """MINE estimate of I(X;Y) between images X and their representation Y (paper, Table 3).
 
-Uses :func:`dim.estimate_mi` (the estimator behind ``dim-mine``) on the training split's
+Uses :func:`dim.mine.estimate_mi` (the estimator behind ``dim-mine``) on the training split's
 (image, Y) pairs: the critic is fitted on one part of them with the MINE bound (DV value,
 EMA-corrected gradient) and a decaying (cosine) learning rate, early-stopped on a second part,
 and the reported value is its DV estimate on a third, held-out part (std = the standard error
@@ -45,12 +45,12 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         ctx: the evaluation context.
         cfg: overrides of :data:`DEFAULTS`: ``max_samples`` (pairs used, from the start of the
             training split), ``critic`` (``concat`` or ``separable``), ``hidden``, ``layers``
-            and ``train`` (optimisation settings passed to :func:`dim.estimate_mi`).
+            and ``train`` (optimisation settings passed to :func:`dim.mine.estimate_mi`).
 
     Returns:
         The held-out estimate.
     """
-    from dim.estimate import estimate_mi
+    from dim.mine import estimate_mi
 
     c = {**DEFAULTS, **cfg, "train": {**DEFAULTS["train"], **(cfg.get("train") or {})}}
     start = perf_counter()

@@ -21,6 +21,7 @@ from dim.errors import DimError
 from dim.eval.classifiers import seeded
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
+from dim.nets.mlp import mlp
 
 DEFAULTS: dict[str, Any] = {
     "variants": ["sigmoid", "raw"],
@@ -43,12 +44,7 @@ def shuffle_coordinates(y: Tensor, gen: torch.Generator) -> Tensor:
 
 def discriminator(in_dim: int, hidden: list[int]) -> nn.Sequential:
     """An MLP scoring one vector: in_dim -> hidden... -> 1 (ReLU in between)."""
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
-        in_dim = width
-    layers.append(nn.Linear(in_dim, 1))
-    return nn.Sequential(*layers)
+    return mlp(in_dim, hidden, 1, partial(nn.ReLU, inplace=True))
 
 
 def _scores(disc: nn.Module, y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:

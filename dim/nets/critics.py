@@ -9,9 +9,12 @@ locations, every location of every other image is a negative (the official DIM n
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
+
+from dim.nets.mlp import mlp
 
 
 class MIEncoderNet(nn.Module):
@@ -123,13 +126,7 @@ class PriorDiscriminator(nn.Module):
 
     def __init__(self, y_dim: int = 64, hidden: tuple[int, ...] = (1000, 200)) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        d = y_dim
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
-            d = h
-        layers.append(nn.Linear(d, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(y_dim, hidden, 1, partial(nn.ReLU, inplace=True))  # keys net.0.weight, ...
 
     def forward(self, v: Tensor) -> Tensor:
         return self.net(v).squeeze(-1)

@@ -5,7 +5,7 @@ Loaders return float arrays of shape ``(n, features)``, first axis = samples, an
 meaningless: a missing file or key, unpaired rows, non-finite values, too few samples, a constant
 column.
 
-Synthetic tasks with analytic MI (REFERENCE.md §7): correlated Gaussians
+Synthetic tasks with analytic MI (docs/mine.md): correlated Gaussians
 ``y_i = ρ x_i + sqrt(1 − ρ²) ε_i`` on each of ``dim`` coordinates, with
 ``I(X;Y) = −(dim/2)·log(1 − ρ²)``; the same with ``y ↦ y³`` (an invertible map of y, so the MI
 is unchanged); and the staircase, whose true MI steps through levels during training.
@@ -18,12 +18,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dim.errors import DimError
 
 MIN_SAMPLES = 100
+FILE_HINT = (
+    "give data.path=<file.npz> (arrays x, y), data.x_path=<x.npy> data.y_path=<y.npy>, "
+    "data.path=<file.csv> data.x_cols=[...] data.y_cols=[...], or a synthetic task such as "
+    "data=gaussian data.dim=20 data.mi=4"
+)
 
 
 @dataclass
@@ -226,6 +232,50 @@ def load_csv(
     if text:
         raise DimError(f"column '{header[text[0]]}' of {p.name} holds no numbers")
     return table[:, : len(xi)], table[:, len(xi) :]
+
+
+def _file_format(d: Any) -> str:
+    if d.format != "auto":
+        if d.format not in ("npz", "npy", "csv"):
+            raise DimError(f"data.format must be auto, npz, npy or csv, got '{d.format}'")
+        return d.format
+    if d.x_path or d.y_path:
+        return "npy"
+    if not d.path:
+        raise DimError(f"no data given; {FILE_HINT}")
+    suffix = Path(d.path).suffix.lower()
+    if suffix in (".npz", ".csv"):
+        return suffix[1:]
+    if suffix == ".tsv":
+        return "csv"
+    raise DimError(
+        f"cannot tell the format of '{d.path}' from its suffix; use .npz or .csv, or set "
+        "data.format=npz|csv"
+    )
+
+
+def load_pairs(d: Any) -> Pairs:
+    """The (x, y) pairs a ``dim-mine`` ``data`` config describes (files or a synthetic task).
+
+    ``d`` is the ``data`` node of configs/mine (attribute access: ``d.name``, ``d.path``, ...).
+    """
+    if d.name in ("gaussian", "cubic"):
+        rho = d.rho
+        return gaussian_pairs(d.n, d.dim, None if rho is not None else d.mi, rho, d.seed, d.cubic)
+    fmt = _file_format(d)
+    if fmt == "npz":
+        if not d.path:
+            raise DimError(f"data.path is not set; {FILE_HINT}")
+        x, y = load_npz(d.path, d.x_key, d.y_key)
+        return Pairs(x, y, None, str(d.path))
+    if fmt == "npy":
+        x, y = load_npy(d.x_path, d.y_path)
+        return Pairs(x, y, None, f"{d.x_path}, {d.y_path}")
+    if not d.path:
+        raise DimError(f"data.path is not set; {FILE_HINT}")
+    delimiter = "\t" if str(d.path).lower().endswith(".tsv") else d.delimiter
+    x, y = load_csv(d.path, list(d.x_cols), list(d.y_cols), delimiter)
+    return Pairs(x, y, None, str(d.path))
 
 
 # ---------------------------------------------------------------- validation

@@ -1,4 +1,4 @@
-"""dim.estimate_mi: held-out estimates near the truth, caps, determinism, splits."""
+"""dim.mine.estimate_mi: held-out estimates near the truth, caps, determinism, splits."""
 
 import math
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import dim
-from dim.data.pairs import Staircase, gaussian_pairs
 from dim.errors import DimError
-from dim.estimate import estimate_staircase
+from dim.mine import estimate_staircase
+from dim.mine.pairs import Staircase, gaussian_pairs
 
 FAST = {"hidden": 64, "max_steps": 400}
 

@@ -1,11 +1,11 @@
-"""dim.nets.mine_critics: all-pairs scores agree with scoring pairs one by one."""
+"""dim.mine.critics: all-pairs scores agree with scoring pairs one by one."""
 
 import pytest
 import torch
 
 from dim.errors import DimError
-from dim.modules.mine import batch_scores
-from dim.nets.mine_critics import build_critic, chunked_pair_scores
+from dim.mine.critics import build_critic, chunked_pair_scores
+from dim.mine.training import batch_scores
 
 
 @pytest.mark.parametrize("name", ["concat", "separable"])

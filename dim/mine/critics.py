@@ -18,27 +18,21 @@ import torch
 from torch import Tensor, nn
 
 from dim.errors import DimError
+from dim.nets.mlp import mlp
 
 _ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-def _activation(name: str) -> nn.Module:
+def _activation(name: str) -> type[nn.Module]:
+    """The activation class of a name (a zero-argument factory for :func:`dim.nets.mlp.mlp`)."""
     if name not in _ACTIVATIONS:
         raise DimError(f"unknown activation '{name}'; choose one of: {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
+    return _ACTIVATIONS[name]
 
 
-def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, activation: str = "relu") -> nn.Module:
-    """``layers`` hidden layers of width ``hidden``, then a linear map to ``out_dim``."""
+def _check_size(hidden: int, layers: int) -> None:
     if layers < 1 or hidden < 1:
         raise DimError(f"critic needs layers >= 1 and hidden >= 1, got {layers} and {hidden}")
-    mods: list[nn.Module] = []
-    width = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), _activation(activation)]
-        width = hidden
-    mods.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*mods)
 
 
 class ConcatCritic(nn.Module):
@@ -60,16 +54,13 @@ class ConcatCritic(nn.Module):
         self, x_dim: int, y_dim: int, hidden: int = 256, layers: int = 2, activation: str = "relu"
     ) -> None:
         super().__init__()
-        if layers < 1 or hidden < 1:
-            raise DimError(f"critic needs layers >= 1 and hidden >= 1, got {layers} and {hidden}")
+        _check_size(hidden, layers)
+        act = _activation(activation)
         self.x_in = nn.Linear(x_dim, hidden)
         self.y_in = nn.Linear(y_dim, hidden, bias=False)
-        self.act = _activation(activation)
-        rest: list[nn.Module] = []
-        for _ in range(layers - 1):
-            rest += [nn.Linear(hidden, hidden), _activation(activation)]
-        rest.append(nn.Linear(hidden, 1))
-        self.body = nn.Sequential(*rest)
+        self.act = act()
+        # The remaining layers-1 hidden layers and the output layer, applied per pair.
+        self.body = mlp(hidden, [hidden] * (layers - 1), 1, act)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Scores of matched rows, shape ``(B,)``."""
@@ -108,8 +99,10 @@ class SeparableCritic(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.g = mlp(x_dim, hidden, layers, embed, activation)
-        self.h = mlp(y_dim, hidden, layers, embed, activation)
+        _check_size(hidden, layers)
+        act = _activation(activation)
+        self.g = mlp(x_dim, [hidden] * layers, embed, act)
+        self.h = mlp(y_dim, [hidden] * layers, embed, act)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Scores of matched rows, shape ``(B,)``."""
@@ -125,6 +118,11 @@ class SeparableCritic(nn.Module):
 
 
 CRITICS = {"concat": ConcatCritic, "separable": SeparableCritic}
+# What ``dim-mine`` uses where its ``model.layers`` / ``model.embed`` are null.
+CRITIC_DEFAULTS: dict[str, dict[str, int]] = {
+    "concat": {"layers": 1},
+    "separable": {"layers": 2, "embed": 32},
+}
 
 
 def build_critic(name: str, x_dim: int, y_dim: int, **kwargs: int | str) -> nn.Module:

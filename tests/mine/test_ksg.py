@@ -1,11 +1,11 @@
-"""dim.ksg: the Kraskov (KSG, algorithm 1) estimator against analytic MI."""
+"""dim.mine.ksg: the Kraskov (KSG, algorithm 1) estimator against analytic MI."""
 
 import numpy as np
 import pytest
 
-from dim.data.pairs import gaussian_pairs
 from dim.errors import DimError
-from dim.ksg import _counts_brute, _counts_kdtree, ksg_mi
+from dim.mine.ksg import _counts_brute, _counts_kdtree, ksg_mi
+from dim.mine.pairs import gaussian_pairs
 
 
 @pytest.mark.parametrize("mi", [0.5, 1.0, 2.0])

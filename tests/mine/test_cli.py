@@ -3,20 +3,28 @@
 import json
 import math
 import re
+import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import run_cli
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dim.cli import mine as cli
-from dim.data.pairs import gaussian_pairs
+from dim.errors import DimError
+from dim.mine import ESTIMATORS
+from dim.mine.pairs import gaussian_pairs
+from dim.mine.run import critic_settings
 
-FAST = ["critic.hidden=32", "train.max_steps=60", "train.eval_every=20"]
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "mine"
+FAST = ["model.hidden=32", "train.max_steps=60", "train.eval_every=20"]
 LAST_LINE = re.compile(r"^I\(X;Y\) ≈ (-?\d+\.\d{3}) nats \((-?\d+\.\d{3}) bits\)$")
 
 
@@ -42,38 +50,77 @@ def run_inprocess(monkeypatch, *args):
     return 0
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        [],
-        ["data=npz", "data.path=p.npz"],
-        ["data=npy"],
-        ["data=csv", "data.x_cols=[a]", "data.y_cols=[b]"],
-        ["data=gaussian", "data.dim=20", "data.mi=4"],
-        ["data=cubic", "data.rho=0.5"],
-        ["data=staircase", "data.levels=[1,2]"],
-        ["bound=smile", "bound.tau=1.0"],
-        ["bound=ksg", "bound.k=5"],
-        ["critic=separable", "critic.embed=8"],
-    ],
-)
-def test_every_documented_option_composes(overrides):
+def _header_examples():
+    """The ``dim-mine ...`` usage lines at the top of configs/mine/mine.yaml."""
+    lines = (CONFIGS / "mine.yaml").read_text().splitlines()
+    return [
+        shlex.split(ln.split("dim-mine", 1)[1], comments=True) for ln in lines if "dim-mine " in ln
+    ]
+
+
+@pytest.mark.parametrize("overrides", _header_examples(), ids=" ".join)
+def test_usage_examples_in_the_config_header_compose_as_written(overrides):
     cfg = compose_mine(overrides)
-    assert cfg.train.eval_fraction == 0.2 and cfg.train.standardize is True
+    for item in overrides:  # every override shows up in the composed config
+        key, value = item.split("=", 1)
+        got = OmegaConf.select(cfg, key if "." in key else f"{key}.name")
+        got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
+        assert got == yaml.safe_load(value), item
 
 
-@pytest.mark.parametrize("bound", ["mine", "mine_f", "nwj", "infonce", "dv", "jsd", "smile", "ksg"])
-def test_every_bound_has_a_config(bound):
-    assert compose_mine([f"bound={bound}"]).bound.name == bound
+def test_every_estimator_is_a_bound_option_and_no_file_is_stray():
+    assert {p.stem for p in (CONFIGS / "bound").glob("*.yaml")} <= set(ESTIMATORS)
+    for bound in ESTIMATORS:
+        assert compose_mine([f"bound={bound}"]).bound.name == bound
+
+
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml")))
+def test_every_data_option_composes(data):
+    cfg = compose_mine([f"data={data}"])
+    assert cfg.data.name in (data, "file")  # npz / npy / csv are formats of `file`
 
 
 @pytest.mark.parametrize(
-    "override", ["train.max_step=5", "data.pth=x.npz", "bound.tau=1.0", "critic.embed=8"]
+    "override", ["train.max_step=5", "data.pth=x.npz", "bound.tau=1.0", "model.embd=8"]
 )
 def test_misspelt_or_misplaced_keys_are_rejected(override):
-    # Struct mode: tau only exists for smile, embed only for the separable critic.
+    # Struct mode: tau only exists for smile.
     with pytest.raises(ConfigCompositionException):
         compose_mine([override])
+
+
+def test_model_picks_the_critic_and_fills_its_defaults():
+    def settings(*overrides):
+        return critic_settings(compose_mine(list(overrides)).model)
+
+    base = {"hidden": 256, "activation": "silu"}
+    assert settings() == {"critic": "concat", "layers": 1, **base}
+    sep = settings("model.critic=separable")
+    assert sep == {"critic": "separable", "layers": 2, "embed": 32, **base}
+    assert settings("model.critic=separable", "model.embed=8", "model.layers=1")["embed"] == 8
+    with pytest.raises(DimError, match="model.embed is a setting of model.critic=separable only"):
+        settings("model.embed=8")
+    with pytest.raises(DimError, match="unknown critic 'bilinear'; choose one of: concat"):
+        settings("model.critic=bilinear")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("critic=separable", "model.critic=separable"),
+        ("critic.type=separable", "model.critic=separable"),
+        ("critic.hidden=32", "model.hidden=32"),
+        ("+critic.embed=8", "model.embed=8"),
+    ],
+)
+def test_old_critic_spelling_is_one_line_naming_the_new_one(
+    tmp_path, monkeypatch, capsys, old, new
+):
+    run = tmp_path / "run"
+    code = run_inprocess(monkeypatch, "data=gaussian", old, f"hydra.run.dir={run}")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not run.exists()
+    assert err == f"error: '{old}' is the old spelling; the critic is set under model: {new}"
 
 
 def test_console_script_on_a_synthetic_task(tmp_path):
@@ -102,7 +149,7 @@ def test_console_script_on_a_synthetic_task(tmp_path):
 def test_staircase_run_logs_the_true_mi_steps(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     args = ["data=staircase", "data.dim=2", "data.levels=[0.5,1.5]", "data.steps_per_level=40"]
-    args += ["data.n_eval=300", "critic.hidden=32", "train.eval_every=20"]
+    args += ["data.n_eval=300", "model.hidden=32", "train.eval_every=20"]
     assert run_inprocess(monkeypatch, *args, f"hydra.run.dir={run}") == 0
     assert LAST_LINE.match(capsys.readouterr().out.strip().splitlines()[-1])
     record = json.loads((run / "mi.json").read_text())

@@ -1,11 +1,12 @@
-"""dim.data.pairs: synthetic tasks with analytic MI, loaders and input validation."""
+"""dim.mine.pairs: synthetic tasks with analytic MI, loaders and input validation."""
 
 import math
 
 import numpy as np
 import pytest
 
-from dim.data.pairs import (
+from dim.errors import DimError
+from dim.mine.pairs import (
     Staircase,
     gaussian_mi,
     gaussian_pairs,
@@ -15,14 +16,13 @@ from dim.data.pairs import (
     rho_for_mi,
     validate_pairs,
 )
-from dim.errors import DimError
 
 
 @pytest.mark.parametrize("dim,mi", [(1, 0.5), (2, 1.0), (20, 4.0), (20, 10.0)])
 def test_rho_for_mi_inverts_the_gaussian_formula(dim, mi):
     rho = rho_for_mi(mi, dim)
     assert gaussian_mi(rho, dim) == pytest.approx(mi, rel=1e-12)
-    # REFERENCE.md §7: I = -(d/2) log(1 - rho^2)
+    # I = -(d/2) log(1 - rho^2) for d coordinate pairs of correlation rho
     assert gaussian_mi(rho, dim) == pytest.approx(-dim / 2 * math.log(1 - rho**2))
 
 

@@ -8,7 +8,8 @@ whole algorithm: sample a batch, score positives and negatives, take the bound's
 every ``eval_every`` steps score the validation split and keep the best critic (early stopping).
 
 The EMA bias correction of MINE lives in :class:`dim.bounds.MineBound`; this module only switches
-it between train and eval mode so that evaluation never moves the moving average.
+it between train and eval mode so that evaluation never moves the moving average.  The held-out
+protocol around this loop (splits, the reported estimate) is :mod:`dim.mine.estimator`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from torch import Tensor, nn
 
 from dim.bounds import get_bound
 from dim.errors import DimError
-from dim.nets.mine_critics import chunked_pair_scores
+from dim.mine.critics import chunked_pair_scores
+from dim.mine.result import CurvePoint
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of the critic (see ``configs/mine/mine.yaml`` for the defaults).
+    """Optimisation settings of the critic (``dim-mine``'s ``train.*``, configs/mine/mine.yaml).
 
     ``negatives='all'`` scores every pair of a batch (B×B matrix, B−1 negatives per positive, as
     in Poole et al.); ``'shuffle'`` scores each x against ``n_shuffles`` other y's of the batch
@@ -58,16 +60,6 @@ class TrainConfig:
                 raise DimError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2 or self.lr <= 0:
             raise DimError(f"need batch_size >= 2 and lr > 0, got {self.batch_size}, {self.lr}")
-
-
-@dataclass
-class CurvePoint:
-    """One row of the training curve (nats)."""
-
-    step: int
-    train_mi: float
-    heldout_mi: float | None = None
-    true_mi: float | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``dim.estimate_mi``: I(X;Y) from two paired arrays, estimated on held-out pairs.
+"""``dim.mine.estimate_mi`` (also ``dim.estimate_mi``): I(X;Y) of paired arrays, on held-out pairs.
 
 The data are split once (seeded) into three disjoint parts: *train* (the critic is fitted on
 it), *val* (its estimate drives early stopping and picks the critic that is kept) and *eval*
@@ -12,91 +12,36 @@ and of y, so this changes the optimisation, not the target).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 
-from dim.data.pairs import MIN_SAMPLES, Staircase, validate_pairs
+from dim.bounds import bound_names
 from dim.errors import DimError
-from dim.ksg import ksg_mi
-from dim.modules.mine import (
+from dim.mine.critics import build_critic
+from dim.mine.ksg import ksg_mi
+from dim.mine.pairs import MIN_SAMPLES, Staircase, validate_pairs
+from dim.mine.result import CurvePoint, MIEstimate
+from dim.mine.training import (
     ArraySource,
-    CurvePoint,
     TrainConfig,
     heldout_estimate,
     make_bound,
     train_critic,
 )
-from dim.nets.mine_critics import build_critic
 
-NEURAL_BOUNDS = ("mine", "mine_f", "nwj", "infonce", "dv", "jsd", "smile")
-BOUND_NAMES = (*NEURAL_BOUNDS, "ksg")
-LOG2 = math.log(2.0)
+# The estimators, in one place: every bound of dim.bounds (trained on, and reported by, the held-out
+# protocol below; jsd reports the DV value of its critic) and the non-neural KSG.
+NEURAL_BOUNDS: tuple[str, ...] = bound_names()
+ESTIMATORS: tuple[str, ...] = (*NEURAL_BOUNDS, "ksg")
 # Without early stopping nothing rescues a diverging critic: the staircase trains more gently
 # (at the default 5e-3, MINE and NWJ diverged above ~8 nats in scripts/mine_staircase.py).
 STAIRCASE_LR = 1e-3
-
-
-@dataclass
-class MIEstimate:
-    """An estimate of I(X;Y).
-
-    Attributes:
-        mi_nats: the held-out estimate, in nats.
-        stderr_nats: its standard error (spread across held-out blocks; KSG: across samples).
-        bound: the estimator used.
-        n_train: pairs the critic was fitted on (0 for KSG).
-        n_val: pairs used for early stopping (0 for KSG).
-        n_eval: pairs the reported estimate was computed on.
-        curve: training curve: step, train estimate (mean over the last steps), held-out
-            (validation) estimate and, for synthetic tasks, the true MI.
-        true_mi: analytic MI in nats, when known.
-        best_step: training step of the kept critic.
-        steps: training steps taken (early stopping may end before ``max_steps``).
-        seconds: wall-clock time of the estimate.
-        n_dropped: rows dropped for holding NaN/inf (only with ``drop_nonfinite=True``).
-        settings: the estimator settings, for the record.
-    """
-
-    mi_nats: float
-    stderr_nats: float
-    bound: str
-    n_train: int
-    n_val: int
-    n_eval: int
-    curve: list[CurvePoint] = field(default_factory=list)
-    true_mi: float | None = None
-    best_step: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    n_dropped: int = 0
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mi_bits(self) -> float:
-        """The estimate in bits."""
-        return self.mi_nats / LOG2
-
-    @property
-    def stderr_bits(self) -> float:
-        """The standard error in bits."""
-        return self.stderr_nats / LOG2
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (what ``dim-mine`` writes to ``mi.json``)."""
-        out = asdict(self)
-        out["curve"] = [asdict(p) for p in self.curve]
-        out["mi_bits"], out["stderr_bits"] = self.mi_bits, self.stderr_bits
-        return out
-
-    def __str__(self) -> str:
-        return f"I(X;Y) ≈ {self.mi_nats:.3f} nats ({self.mi_bits:.3f} bits)"
 
 
 @contextmanager
@@ -187,7 +132,7 @@ def estimate_mi(
         true_mi: analytic MI, if known (recorded and logged alongside the curve).
         on_point: called with each point of the training curve (e.g. TensorBoard logging).
         threads: torch CPU threads during the estimate (restored afterwards; None: unchanged).
-        **train: optimisation settings of :class:`dim.modules.mine.TrainConfig`
+        **train: optimisation settings of :class:`dim.mine.training.TrainConfig`
             (``batch_size``, ``lr``, ``max_steps``, ``eval_every``, ``patience``, ``negatives``,
             ``eval_block``, ``weight_ema``, ...).
 
@@ -198,8 +143,8 @@ def estimate_mi(
         DimError: bad input (unpaired rows, NaN/inf, too few samples, a constant column) or an
             unknown setting.
     """
-    if bound not in BOUND_NAMES:
-        raise DimError(f"unknown bound '{bound}'; choose one of: {', '.join(BOUND_NAMES)}")
+    if bound not in ESTIMATORS:
+        raise DimError(f"unknown bound '{bound}'; choose one of: {', '.join(ESTIMATORS)}")
     unknown = set(train) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise DimError(f"unknown estimate_mi option(s): {', '.join(sorted(unknown))}")

@@ -1,0 +1,133 @@
+"""What ``dim-mine`` does with its composed config: load the pairs, estimate, write the outputs.
+
+Outputs in the run directory: ``mi.json`` (the :meth:`MIEstimate.to_dict` record plus ``source``)
+and TensorBoard scalars ``mi/train``, ``mi/heldout``, ``mi/true`` (per validation point) and
+``mi/estimate`` (the reported value, at the last step) under ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dim.errors import DimError
+from dim.mine.critics import CRITIC_DEFAULTS
+from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase
+from dim.mine.pairs import Staircase, load_pairs
+from dim.mine.result import CurvePoint, MIEstimate
+
+CONFIG_MODULE = "dim.configs.mine"
+
+
+def register_bound_configs() -> None:
+    """Make ``bound=<name>`` selectable for every estimator in :data:`ESTIMATORS`.
+
+    Only estimators with settings of their own (``mine``: momentum, ``smile``: tau, ``ksg``: k)
+    have a file in configs/mine/bound/; the others are the node ``{name: <name>}``, registered
+    here from the one list of names, so a new bound of :mod:`dim.bounds` needs no config file.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    folder = resources.files(CONFIG_MODULE) / "bound"
+    store = ConfigStore.instance()
+    for name in ESTIMATORS:
+        if not (folder / f"{name}.yaml").is_file():
+            store.store(group="bound", name=name, node={"name": name})
+
+
+def critic_settings(model: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """``estimate_mi`` critic arguments from the ``model`` config (nulls: the critic's defaults)."""
+    m = dict(
+        OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else model
+    )
+    name = m.pop("critic")
+    if name not in CRITIC_DEFAULTS:
+        raise DimError(f"unknown critic '{name}'; choose one of: {', '.join(CRITIC_DEFAULTS)}")
+    if name == "concat" and m.get("embed") is not None:
+        raise DimError("model.embed is a setting of model.critic=separable only")
+    out = {k: v for k, v in m.items() if v is not None}
+    return {"critic": name, **CRITIC_DEFAULTS[name], **out}
+
+
+def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MIEstimate]:
+    """Run the estimate a ``dim-mine`` config describes; returns (data source, estimate)."""
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "standardize")}
+    bound = dict(OmegaConf.to_container(cfg.bound, resolve=True))
+    name = bound.pop("name")
+    critic = critic_settings(cfg.model)
+    common = {**critic, **bound, "seed": cfg.seed, "threads": cfg.threads, "on_point": on_point}
+    if cfg.data.name == "staircase":
+        d = cfg.data
+        task = Staircase(d.dim, list(d.levels), d.steps_per_level, d.cubic)
+        train.pop("max_steps")
+        result = estimate_staircase(task, name, **common, n_eval=d.n_eval, **train)
+        return f"staircase(dim={d.dim}, levels={list(d.levels)})", result
+    pairs = load_pairs(cfg.data)
+    result = estimate_mi(
+        pairs.x, pairs.y, name, **common, **split, drop_nonfinite=cfg.data.drop_nonfinite,
+        true_mi=pairs.true_mi, **train,
+    )  # fmt: skip
+    return pairs.name, result
+
+
+class TensorBoardCurves:
+    """Writes curve points as scalars; the writer (and its folder) is created on first use, so a
+    run that fails on its input leaves no event file behind."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.folder, self.enabled, self.writer = folder, enabled, None
+
+    def scalar(self, tag: str, value: float | None, step: int) -> None:
+        """One scalar (skipped when disabled or ``value`` is None)."""
+        if not self.enabled or value is None:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder))
+        self.writer.add_scalar(tag, value, step)
+
+    def point(self, p: CurvePoint) -> None:
+        """The train, held-out and true MI of one curve point."""
+        self.scalar("mi/train", p.train_mi, p.step)
+        self.scalar("mi/heldout", p.heldout_mi, p.step)
+        self.scalar("mi/true", p.true_mi, p.step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], MIEstimate]:
+    """Estimate; write ``mi.json`` and TensorBoard files into ``out_dir``; (record, estimate)."""
+    tb = TensorBoardCurves(out_dir / "tensorboard", cfg.tensorboard)
+    try:
+        source, result = estimate_from_config(cfg, tb.point)
+        final = result.steps or 0
+        tb.scalar("mi/estimate", result.mi_nats, final)
+        tb.scalar("mi/true", result.true_mi, final)
+    finally:
+        tb.close()
+    record = {"source": source, **result.to_dict()}
+    (out_dir / "mi.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record, result
+
+
+def summary(result: MIEstimate) -> str:
+    """The line ``dim-mine`` prints before the estimate: bound, pair counts, steps, s.e., time."""
+    parts = [f"bound={result.bound}", f"held-out pairs={result.n_eval}"]
+    if result.n_train:
+        parts += [f"train pairs={result.n_train}", f"steps={result.steps}"]
+        parts.append(f"kept critic of step {result.best_step}")
+    parts.append(f"s.e.={result.stderr_nats:.3f} nats")
+    if result.true_mi is not None:
+        parts.append(f"true MI={result.true_mi:.3f} nats")
+    parts.append(f"{result.seconds:.1f} s")
+    if result.n_dropped:
+        parts.append(f"dropped {result.n_dropped} non-finite rows")
+    return "  ".join(parts)
