@@ -27,7 +27,7 @@ from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.eval.callbacks import EmbeddingProjector, KNNMonitor
-from dim.modules.dim import DIMModule
+from dim.methods.dim import DIMModule
 from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
 
 TB_DIR = "tensorboard"

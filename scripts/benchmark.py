@@ -24,7 +24,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from dim.modules.dim import DIMModule
+from dim.methods.dim import DIMModule
 from dim.training import train
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dim.modules.dim import DIMModule
+from dim.methods.dim import DIMModule
 from dim.nets.critics import PriorDiscriminator
 from dim.objectives import prior_discriminator_loss, prior_encoder_loss
 

@@ -11,7 +11,7 @@ from conftest import BIN, TINY, compose_train, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim.reliability as reliability
-from dim.modules.dim import DIMModule, NonFiniteLossError
+from dim.methods.dim import DIMModule, NonFiniteLossError
 from dim.training import train
 
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from dim.data.device import DeviceDataModule, random_crop
 from dim.data.images import ImageDataModule
-from dim.modules.dim import DIMModule
+from dim.methods.dim import DIMModule
 
 DATA = dict(channels=3, image_size=32, num_classes=10)
 

@@ -9,7 +9,7 @@ from typing import Any
 from dim.eval.classifiers import fit_classifier, seeded, standardize
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
-from dim.modules.probe import linear_classifier
+from dim.nets.probes import linear_classifier
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 5,

@@ -14,7 +14,7 @@ from typing import Any
 from dim.eval.classifiers import check_labels, fit_classifier, seeded
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
-from dim.modules.probe import mlp_classifier
+from dim.nets.probes import mlp_classifier
 
 DEFAULTS: dict[str, Any] = {
     "epochs": 150,

@@ -1,4 +1,5 @@
-"""Classifier probes on frozen features: the online linear probe and the paper's 200-unit MLP."""
+"""Classifier heads on frozen features: the online linear probes, the linear probe and the paper's
+200-unit MLP (shared by training and the evaluation protocols)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Representation-learning methods: one LightningModule per method over a shared base."""

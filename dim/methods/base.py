@@ -1,0 +1,244 @@
+"""What every representation-learning method shares: one LightningModule skeleton.
+
+A method (``dim.py``) builds its networks, says which parameter groups get their own optimiser
+(:meth:`MethodModule.optimizer_groups`) and computes its losses (:meth:`compute_losses`).  This
+base does the rest, identically for every method:
+
+- one training step = one forward, one backward over the sum of all losses (the groups touch
+  disjoint parameters, so each player still follows only its own loss), then one step of each
+  optimiser; the first optimiser (encoder + critics) is the one Lightning counts as
+  ``global_step``;
+- the non-finite policy: a NaN/inf loss or gradient stops the run naming the term (the last good
+  checkpoint is kept) or, with ``optim.on_nonfinite=skip``, skips the step and counts it;
+- fp16 scaler plumbing: one ``GradScaler.update()`` per step, gradient clipping after unscaling;
+- online linear probes on detached features (``val/probe/acc_*``), logging, the LR schedule,
+  RNG states in checkpoints (exact resume), DDP-consistent validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from dim.distributed import broadcast_buffers
+from dim.errors import DimError
+from dim.nets.probes import OnlineProbes, feature_dims
+from dim.reliability import collect_rng_states, set_rng_states
+
+
+def _no_closure() -> None:
+    return None
+
+
+class NonFiniteLossError(DimError):
+    """A loss term became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+class MethodModule(pl.LightningModule):
+    """The shared base of the methods (see the module docstring).
+
+    Subclasses set ``self.encoder`` before calling :meth:`add_probes`, and define
+    :meth:`compute_losses` (returning ``encoder_loss`` plus any other ``*_loss`` of other
+    optimisers and metrics) and :data:`METRICS` (loss/metric key -> logged name).
+    """
+
+    #: keys of :meth:`compute_losses` output -> logged name under ``train/`` and ``val/``
+    METRICS: dict[str, str] = {"encoder_loss": "loss/encoder_total"}
+    #: logged in the progress bar
+    PROGRESS = ("probe/acc_y",)
+    #: optimiser name -> the loss key it minimises (default ``<name>_loss``)
+    LOSS_OF: dict[str, str] = {"probe": "probe_loss"}
+
+    def __init__(self, optim: dict[str, Any]) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.optim_cfg = dict(optim)
+        self.probes: OnlineProbes | None = None
+        self.skipped_steps = 0
+        self.optimizer_names: list[str] = []
+
+    def add_probes(self, model: dict[str, Any], data: dict[str, Any]) -> None:
+        """Online linear probes on conv / fc / y when the data is labelled (``model.probe``)."""
+        if model.get("probe", True) and data.get("num_classes"):
+            self.probes = OnlineProbes(feature_dims(self.encoder), int(data["num_classes"]))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.encoder(x)
+
+    # ---- what a method defines ----------------------------------------------------------------
+    def compute_losses(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def optimizer_groups(self) -> list[tuple[str, list[nn.Parameter], dict[str, Any]]]:
+        """``(name, parameters, Adam options)`` of the method's optimisers, encoder first."""
+        o = self.optim_cfg
+        skip = ("probes.",)
+        params = [p for n, p in self.named_parameters() if not n.startswith(skip)]
+        return [("encoder", params, {"lr": o["lr"], "weight_decay": o.get("weight_decay", 0.0)})]
+
+    def probe_losses(self, feats: dict[str, Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+        """Probe loss and accuracies (unlabelled samples masked); {} without probes."""
+        if self.probes is None or labels is None:
+            return {}
+        probe_loss, acc = self.probes.loss_and_accuracy(feats, labels)
+        return {"probe_loss": probe_loss, **{f"probe_acc_{k}": v for k, v in acc.items()}}
+
+    # ---- non-finite policy --------------------------------------------------------------------
+    def _nonfinite(self, out: dict[str, Tensor]) -> str | None:
+        """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes."""
+        terms = sorted((k for k in out if k.endswith("_loss")), key=lambda k: k == "encoder_loss")
+        bad = None
+        if terms:  # one device sync per step, not one per term
+            finite = torch.stack([torch.isfinite(out[k]).all() for k in terms])
+            if not bool(finite.all()):
+                bad = terms[int((~finite).nonzero()[0, 0])]
+        if bad is None and "encoder_loss" not in out:  # called after backward: check gradients
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+                bad = "gradients"
+        if self.trainer.world_size > 1:
+            if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+                bad = bad or "another process's term"
+        return bad
+
+    def _handle_nonfinite(self, term: str, out: dict[str, Tensor]) -> None:
+        """Skip the step (policy ``skip``) or stop the run, keeping the last good checkpoint."""
+        name = term.removesuffix("_loss")
+        value = out[term].item() if term in out else "non-finite"
+        if self.optim_cfg.get("on_nonfinite", "stop") == "skip":
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+            return
+        raise NonFiniteLossError(
+            f"'{name}' became {value} at step {self.global_step}; the last good checkpoint is "
+            "kept. Try bound=jsd, model.tclip=20, a lower optim.lr, or optim.on_nonfinite=skip"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = collect_rng_states()  # exact resume: data order, prior samples
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+
+    # ---- training -----------------------------------------------------------------------------
+    def _optimizers(self) -> list[Any]:
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        x, labels = batch
+        out = self.compute_losses(x, labels)
+        optimizers = self._optimizers()
+        bad = self._nonfinite(out)
+        if bad is not None:
+            self._handle_nonfinite(bad, out)
+            return None
+        total = out["encoder_loss"]
+        for key in self.other_losses:  # the other players' losses (disjoint parameters)
+            if key in out:
+                total = total + out[key]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        # fp16: the GradScaler skips steps whose (scaled) gradients overflow and lowers the scale;
+        # overflowing is how it finds the scale, not an error.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        bad = self._nonfinite({}) if scaler is None else None
+        if bad is not None:
+            self._handle_nonfinite(bad, out)
+            return None
+        for opt in optimizers[1:]:  # the other players and probes: not counted as global_step
+            if scaler is not None:  # one scaler.update() per step: the encoder's step below
+                scaler.step(opt.optimizer)
+            else:
+                self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
+        optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
+        self._log_step(out, "train")
+        return total.detach()
+
+    @property
+    def other_losses(self) -> tuple[str, ...]:
+        """Losses of optimisers other than the encoder's, added to the one backward."""
+        return tuple(self.LOSS_OF.get(name, f"{name}_loss") for name in self.optimizer_names[1:])
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip the encoder's gradients here: after fp16 unscaling, right before its step."""
+        clip = self.optim_cfg.get("grad_clip")
+        if clip and optimizer is self.trainer.optimizers[0]:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def on_validation_epoch_start(self) -> None:
+        broadcast_buffers(self)  # DDP: evaluate the state rank 0 saves, the same on every process
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
+            sch.step()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, labels = batch
+        self._log_step(self.compute_losses(x, labels), "val")
+
+    def _log_step(self, out: dict[str, Tensor], stage: str) -> None:
+        on_step = stage == "train"
+        names = {
+            **self.METRICS,
+            **{f"probe_acc_{t}": f"probe/acc_{t}" for t in ("conv", "fc", "y")},
+        }
+        metrics = {f"{stage}/{names[k]}": v.detach() for k, v in out.items() if k in names}
+        metrics.update({f"{stage}/{k}": v for k, v in self.extra_metrics(out).items()})
+        if on_step:
+            for name, opt in zip(self.optimizer_names, self._optimizers(), strict=True):
+                metrics[f"lr/{name}"] = torch.tensor(opt.param_groups[0]["lr"])
+        prog = {f"{stage}/{k}" for k in self.PROGRESS}
+        for key, value in metrics.items():
+            self.log(
+                key,
+                value,
+                on_step=on_step,
+                on_epoch=not on_step,
+                prog_bar=key in prog,
+                sync_dist=not on_step,
+                batch_size=1,
+            )
+
+    def extra_metrics(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Metrics derived from the losses (logged under the stage prefix)."""
+        return {}
+
+    # ---- optimisers ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        betas = tuple(o.get("betas", (0.9, 0.999)))
+        groups = self.optimizer_groups()
+        if self.probes is not None:
+            groups.append(
+                ("probe", list(self.probes.parameters()), {"lr": o.get("probe_lr", 1e-3)})
+            )
+        self.optimizer_names = [name for name, _, _ in groups]
+        optimizers = [
+            torch.optim.Adam(params, betas=betas, **options) for _, params, options in groups
+        ]
+        schedulers = []
+        kind = o.get("scheduler", "none")
+        if kind == "cosine":
+            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer else 1
+            schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[0], t_max))
+        elif kind == "step":
+            milestones = list(o.get("milestones", [50, 100]))
+            schedulers.append(
+                torch.optim.lr_scheduler.MultiStepLR(
+                    optimizers[0], milestones, o.get("lr_decay", 0.1)
+                )
+            )
+        elif kind != "none":
+            raise DimError(f"optim.scheduler must be none, cosine or step; got '{kind}'")
+        return optimizers, schedulers

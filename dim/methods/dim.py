@@ -1,0 +1,185 @@
+"""Deep InfoMax: what DIM adds to :class:`~dim.methods.base.MethodModule`.
+
+The encoder and the MI critics minimise
+
+    beta * local + alpha * global + gamma * E[softplus(-D(sigmoid(Y)))]
+
+(D's parameters are frozen inside that last term, so D gets none of the encoder's gradient);
+the prior discriminator D minimises its own GAN loss on *detached* sigmoid(Y) with a gradient
+penalty, with its own optimiser: a true adversarial game.  The math of each term is in
+``docs/math.md``; the terms themselves are the functions of :mod:`dim.objectives`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dim.bounds import get_bound
+from dim.distributed import gather_with_grad
+from dim.errors import DimError
+from dim.methods.base import MethodModule, NonFiniteLossError
+from dim.nets.critics import ConcatLocalCritic, DotLocalCritic, GlobalCritic, PriorDiscriminator
+from dim.nets.encoders import Encoder, build_encoder
+from dim.objectives import (
+    ScoreOptions,
+    global_mi,
+    local_mi,
+    prior_discriminator_loss,
+    prior_encoder_loss,
+    sample_locations,
+)
+
+__all__ = ["DIMModule", "NonFiniteLossError", "build_local_critic"]
+
+
+def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> nn.Module:
+    """The local critic ``model.critic``: ``dot`` (encode-and-dot-product, the official one) or
+    ``concat`` (concatenate-and-convolve)."""
+    channels, units = encoder.local_shape[0], model.get("mi_units", 2048)
+    critics = {
+        "dot": lambda: DotLocalCritic(channels, encoder.y_dim, units, model.get("score_scale")),
+        "concat": lambda: ConcatLocalCritic(channels, encoder.y_dim),
+    }
+    if name not in critics:
+        raise DimError(f"model.critic must be one of {', '.join(critics)}; got '{name}'")
+    return critics[name]()
+
+
+def make_bound(cfg: dict[str, Any]) -> nn.Module:
+    """The MI bound ``bound.name`` with its parameters (e.g. ``tau`` for smile)."""
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        return get_bound(cfg["name"], **params)
+    except (ValueError, TypeError) as err:
+        raise DimError(f"bound '{cfg.get('name')}': {err}") from None
+
+
+class DIMModule(MethodModule):
+    """Deep InfoMax with local, global and prior-matching terms (weights alpha, beta, gamma).
+
+    Args:
+        model: encoder/critic options (``encoder``, ``y_dim``, ``critic``, ``mi_units``, ...).
+        bound: ``name`` of the MI bound plus its parameters (e.g. ``tau`` for smile).
+        objective: weights ``alpha`` (global), ``beta`` (local), ``gamma`` (prior).
+        optim: learning rates, betas and the LR schedule.
+        data: ``channels``, ``image_size`` and ``num_classes`` (None = unlabelled: no probe).
+    """
+
+    METRICS = {
+        "local_loss": "loss/local",
+        "global_loss": "loss/global",
+        "prior_encoder_loss": "loss/prior_encoder",
+        "prior_discriminator_loss": "loss/prior_discriminator",
+        "encoder_loss": "loss/encoder_total",
+        "local_mi": "mi/local",
+        "global_mi": "mi/global",
+        "prior_d_accuracy": "prior/d_accuracy",
+        "prior_gradient_penalty": "prior/gradient_penalty",
+    }
+    PROGRESS = ("mi/local", "probe/acc_y")
+    LOSS_OF = {**MethodModule.LOSS_OF, "prior_disc": "prior_discriminator_loss"}
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        bound: dict[str, Any],
+        objective: dict[str, Any],
+        optim: dict[str, Any],
+        data: dict[str, Any],
+    ) -> None:
+        super().__init__(optim)
+        self.save_hyperparameters()
+        self.alpha, self.beta, self.gamma = (
+            float(objective[k]) for k in ("alpha", "beta", "gamma")
+        )
+        if min(self.alpha, self.beta, self.gamma) < 0 or self.alpha + self.beta + self.gamma == 0:
+            raise DimError(
+                "objective weights alpha (global), beta (local), gamma (prior) must be >= 0 and "
+                f"not all zero; got alpha={self.alpha} beta={self.beta} gamma={self.gamma}"
+            )
+        self.encoder = build_encoder(
+            model["encoder"], data["channels"], data["image_size"], model.get("y_dim", 64)
+        )
+        enc = self.encoder
+        units, scale = model.get("mi_units", 2048), model.get("score_scale")
+        if self.beta > 0:
+            self.local_critic = build_local_critic(model.get("critic", "dot"), enc, model)
+            self.local_bound = make_bound(bound)
+        if self.alpha > 0:
+            self.global_critic = GlobalCritic(enc.make_global_head(units), enc.y_dim, units, scale)
+            self.global_bound = make_bound(bound)
+        if self.gamma > 0:
+            self.prior_disc = PriorDiscriminator(
+                enc.y_dim, tuple(model.get("prior_hidden", (1000, 200)))
+            )
+        self.add_probes(model, data)
+        if model.get("channels_last"):
+            self.encoder.to(memory_format=torch.channels_last)
+        if model.get("compile"):
+            self.encoder.compile()  # in place: state_dict keys stay those of the plain encoder
+        self.channels_last = bool(model.get("channels_last"))
+        self.gp_weight = float(model.get("gp_weight", 1.0))
+        self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))
+        self.local_samples = model.get("local_samples")
+
+    def optimizer_groups(self) -> list[tuple[str, list[nn.Parameter], dict[str, Any]]]:
+        o = self.optim_cfg
+        skip = ("prior_disc.", "probes.")
+        params = [p for n, p in self.named_parameters() if not n.startswith(skip)]
+        groups = [("encoder", params, {"lr": o["lr"], "weight_decay": o.get("weight_decay", 0.0)})]
+        if self.gamma > 0:
+            d_params = list(self.prior_disc.parameters())
+            groups.append(("prior_disc", d_params, {"lr": o.get("d_lr", o["lr"])}))
+        return groups
+
+    def compute_losses(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """Every loss and metric of one batch; ``*_loss`` keys carry gradient."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        feats = self.encoder(x)
+        self.last_y = feats["y"].detach()  # for the TensorBoard histograms callback
+        out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}
+        if self.beta > 0:
+            n_loc = feats["local"].shape[-1] * feats["local"].shape[-2]
+            term = local_mi(
+                self.local_critic,
+                feats["local"],
+                feats["y"],
+                self.local_bound,
+                locations=sample_locations(n_loc, self.local_samples, x.device),
+                gather=gather_with_grad,
+                opts=self.score_opts,
+            )
+            out.update({"local_loss": term.loss, "local_mi": term.mi})
+            out["encoder_loss"] = out["encoder_loss"] + self.beta * term.loss
+        if self.alpha > 0:
+            term = global_mi(
+                self.global_critic,
+                feats["local"],
+                feats["y"],
+                self.global_bound,
+                gather=gather_with_grad,
+                opts=self.score_opts,
+            )
+            out.update({"global_loss": term.loss, "global_mi": term.mi})
+            out["encoder_loss"] = out["encoder_loss"] + self.alpha * term.loss
+        if self.gamma > 0:
+            out["prior_encoder_loss"] = prior_encoder_loss(self.prior_disc, feats["y"])
+            out["encoder_loss"] = out["encoder_loss"] + self.gamma * out["prior_encoder_loss"]
+            disc = prior_discriminator_loss(self.prior_disc, feats["y"], self.gp_weight)
+            out["prior_discriminator_loss"] = disc.loss
+            out["prior_d_accuracy"] = disc.accuracy
+            out["prior_gradient_penalty"] = disc.gradient_penalty
+        out.update(self.probe_losses(feats, labels))
+        return out
+
+    def extra_metrics(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        # the value of the bound being maximised (for JSD this is not an MI value)
+        return {
+            f"bound/{t}": -out[f"{t}_loss"].detach()
+            for t in ("local", "global")
+            if f"{t}_loss" in out
+        }
