@@ -7,7 +7,7 @@ global vector Y_m) and holds its positives and negatives (e.g. every location of
 
 Each bound returns a :class:`BoundOutput` with a ``loss`` to minimise (carries gradient) and ``mi``,
 a detached estimate of I(X;Y) in nats.  JSD is not itself an MI value, so its ``mi`` is the DV
-bound evaluated on the same scores (REFERENCE.md §1).
+bound evaluated on the same scores (docs/math.md#mi-bounds).
 
 Formulas (J = joint pairs, M = marginal pairs, sp = softplus):
 

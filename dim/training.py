@@ -1,6 +1,6 @@
 """Training orchestration behind ``dim-train``: build data, module, trainer; fit; write outputs.
 
-Run dir layout (DESIGN.md): ``.hydra/config.yaml`` (resolved), ``checkpoints/last.ckpt``,
+Run dir layout (docs/training.md): ``.hydra/config.yaml`` (resolved), ``checkpoints/last.ckpt``,
 ``tensorboard/`` (event files), ``metrics.json``, ``encoder.pt``.
 """
 

@@ -10,7 +10,7 @@ For every (objective, bound) this trains ``experiment=quickstart`` (scikit-learn
 
 The baseline is the same encoder randomly initialised (``dim.build_encoder``), mean +- std over
 ``--probe-seeds`` initialisations.  Features are z-scored with statistics of all training images
-(no labels needed).  Writes ``<out>.md`` (the table for the README) and ``<out>.json``.
+(no labels needed).  Writes ``<out>.md`` (the table of docs/reproduce_digits.md) and ``<out>.json``.
 
     python scripts/reproduce_digits.py --epochs 5
 """

@@ -1,6 +1,6 @@
 """MS-SSIM of images reconstructed from Y by an L2-trained decoder (paper §4.1, Table 3).
 
-Decoder (REFERENCE.md §5): Linear(Y -> 256*4*4) -> BN -> ReLU, then transposed convolutions
+Decoder (docs/math.md): Linear(Y -> 256*4*4) -> BN -> ReLU, then transposed convolutions
 (k4 s2 p1, each with BN + ReLU) 256 -> 256 -> 128 -> 64 doubling the size up to the image size,
 then a 3x3 conv to the image channels and tanh.  Images are min-max mapped to [-1, 1] with the
 training split's range for the decoder, and to [0, 1] for MS-SSIM (torchmetrics).

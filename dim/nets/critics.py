@@ -1,4 +1,4 @@
-"""MI critics of DIM and the prior discriminator (REFERENCE.md §3). They know nothing of bounds.
+"""MI critics of DIM and the prior discriminator (docs/math.md#critics). Bound-agnostic.
 
 Every critic returns a score matrix ``scores[m, c]`` = T(Y_m, candidate c) and the boolean mask of
 positive (joint) pairs, the form every function of :mod:`dim.bounds` takes.  Local candidates are

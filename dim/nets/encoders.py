@@ -1,4 +1,4 @@
-"""DIM encoders (REFERENCE.md §3). Each maps images to {"local", "conv", "fc", "y"}.
+"""DIM encoders (docs/math.md#architectures). Each maps images to {"local", "conv", "fc", "y"}.
 
 An encoder is three stages: ``to_local`` (images -> local feature map used by the local MI term),
 ``to_conv`` (local map -> last conv map, the "conv" classifier tap) and ``to_fc`` (flatten -> fully
