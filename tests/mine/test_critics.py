@@ -6,6 +6,8 @@ import torch
 from dim.errors import DimError
 from dim.mine.critics import build_critic, chunked_pair_scores
 from dim.mine.training import batch_scores
+from dim.nets.critics import PriorDiscriminator
+from dim.nets.mlp import mlp
 
 
 @pytest.mark.parametrize("name", ["concat", "separable"])
@@ -42,3 +44,13 @@ def test_unknown_critic_or_activation_is_a_user_error():
         build_critic("bilinear", 2, 2)
     with pytest.raises(DimError, match="unknown activation 'gelu'"):
         build_critic("concat", 2, 2, activation="gelu")
+
+
+def test_the_shared_mlp_builder_keeps_checkpoint_key_names():
+    # PriorDiscriminator checkpoints written before dim.nets.mlp existed must still load.
+    keys = list(PriorDiscriminator(4, (8, 2)).state_dict())
+    assert keys == [f"net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]
+    sep = build_critic("separable", 3, 5, hidden=16, layers=2, embed=8)
+    assert [k for k in sep.state_dict() if k.startswith("g.")][-1] == "g.4.bias"
+    net = mlp(3, [], 2)
+    assert isinstance(net[0], torch.nn.Linear) and len(net) == 1
