@@ -1,118 +1,139 @@
-"""The paper presets (`experiment=dim_*`): every one composes to the paper's setup, and runs.
+"""The presets (`experiment=dim_<dataset>`, `quickstart`) and the paper-row names.
 
-Time budget: composing is cheap, a step of the alex64 encoder (two 4096-wide fc layers, ~60M
-parameters with the global critic) is not.  So every preset is composed and checked against the
-paper, and one training step (on generated files in the dataset's real format) runs for each
-distinct (dataset, encoder, objective) combination: the bound, the prior on/off and the targets do
-not change what is built from the data.  Those steps use a tiny batch, small critics
-(``model.mi_units=16``) and no checkpointing, and alternate between presets with and without the
-prior so that both code paths run.
+A paper row is a dataset preset plus `objective=` / `bound=` (`objective.gamma=0.0`: no prior);
+the older names `dim_<row>_<dataset>[_noprior]` are rewritten into that on the command line
+(dim/cli/presets.py).  Every name is composed and checked against the row it names; one training
+step runs per distinct encoder / image size (basic32 at 32 px, alex64 at 64 px) on generated
+files in the dataset's real format.
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
-from conftest import compose_train
-from dataset_fixtures import write_cifar10, write_cifar100, write_stl10, write_tiny_imagenet
+from conftest import compose_train, run_cli
+from dataset_fixtures import write_cifar10, write_stl10
+from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from dim.cli.presets import presets, rewrite_argv
 from dim.data.images import ImageDataModule
-from dim.modules.dim import DIMModule
+from dim.errors import DimError
+from dim.methods.dim import DIMModule
 
-EXPERIMENTS = Path(str(importlib.resources.files("dim.configs"))) / "experiment"
-PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("dim_*.yaml"))
-
-DATASETS = {  # name -> (encoder, epochs)
-    "cifar10": ("basic32", 1000),
-    "cifar100": ("basic32", 1000),
-    "tiny_imagenet": ("alex64", 200),
-    "stl10": ("alex64", 200),
+DOC = Path(__file__).resolve().parents[1] / "docs" / "paper_presets.md"
+DATASETS = {  # dataset -> (encoder, image size, epochs)
+    "cifar10": ("basic32", 32, 1000),
+    "cifar100": ("basic32", 32, 1000),
+    "stl10": ("alex64", 64, 200),
+    "tiny_imagenet": ("alex64", 64, 200),
 }
-ROWS = {  # preset stem -> (objective, bound, (alpha, beta, gamma))
-    "dim_global": ("global", "jsd", (1.0, 0.0, 1.0)),
-    "dim_local_jsd": ("local", "jsd", (0.0, 1.0, 0.1)),
-    "dim_local_nce": ("local", "infonce", (0.0, 1.0, 0.1)),
-    "dim_local_dv": ("local", "dv", (0.0, 1.0, 0.1)),
-    "dim_local_global": ("local_global", "jsd", (0.5, 0.1, 0.1)),
+ROWS = {  # paper row -> (bound, (alpha, beta, gamma)) as the paper defines the objectives
+    "local_nce": ("infonce", (0.0, 1.0, 0.1)),
+    "local_jsd": ("jsd", (0.0, 1.0, 0.1)),
+    "local_dv": ("dv", (0.0, 1.0, 0.1)),
+    "global": ("jsd", (1.0, 0.0, 1.0)),
+    "local_global": ("jsd", (0.5, 0.1, 0.1)),
 }
-# REFERENCE.md section 6: non-linear classifier top-1 % on conv / fc / Y.
-PAPER = {
-    "dim_global_cifar10": (52.2, 52.84, 43.17),
-    "dim_local_jsd_cifar10": (73.25, 73.62, 66.96),
-    "dim_local_nce_cifar10": (75.21, 75.57, 69.13),
-    "dim_global_cifar100": (27.68, 24.35, 19.98),
-    "dim_local_jsd_cifar100": (48.13, 45.92, 39.60),
-    "dim_local_nce_cifar100": (49.74, 47.72, 41.61),
-    "dim_local_nce_tiny_imagenet": (34.21, 38.09, 33.33),
-    "dim_local_jsd_tiny_imagenet": (33.54, 36.88, 31.66),
-    "dim_local_jsd_stl10": (72.86, 70.85, 65.93),
-    "dim_local_nce_stl10": (72.57, 70.00, 67.08),
-}
-NAME = re.compile(r"^(dim_[a-z_]+?)_(cifar10|cifar100|tiny_imagenet|stl10)(_noprior)?$")
+OLD_NAMES = [f"dim_{r}_{d}{s}" for r in ROWS for d in DATASETS for s in ("", "_noprior")]
 
 
-def _parse(name: str) -> tuple[str, str, bool]:
-    m = NAME.match(name)
-    assert m and m.group(1) in ROWS, f"{name} does not follow dim_<row>_<dataset>[_noprior]"
-    return m.group(1), m.group(2), bool(m.group(3))
+def test_one_preset_per_dataset_plus_quickstart():
+    assert presets() == sorted([f"dim_{d}" for d in DATASETS] + ["quickstart"])
 
 
-def test_one_preset_per_paper_row_dataset_and_prior():
-    expected = {
-        f"{row}_{ds}{suffix}" for row in ROWS for ds in DATASETS for suffix in ("", "_noprior")
-    }
-    assert set(PRESETS) == expected  # 5 rows x 4 datasets x with/without prior = 40
+def test_quickstart_is_offline_and_small():
+    cfg = compose_train(["experiment=quickstart"])
+    assert cfg.task_name == "quickstart" and cfg.data.name == "digits"
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 10
 
 
-@pytest.mark.parametrize("name", PRESETS)
-def test_preset_composes_to_the_paper_setup(name):
-    row, dataset, noprior = _parse(name)
-    cfg = compose_train([f"experiment={name}"])
-    OmegaConf.to_container(cfg, resolve=True)
-    encoder, epochs = DATASETS[dataset]
-    objective, bound, (alpha, beta, gamma) = ROWS[row]
-    assert cfg.task_name == name and cfg.data.name == dataset and cfg.model.encoder == encoder
-    assert cfg.bound.name == bound
-    assert (cfg.objective.alpha, cfg.objective.beta) == (alpha, beta)
-    assert cfg.objective.gamma == (0.0 if noprior else gamma)
-    assert cfg.optim.lr == 1e-4 and cfg.data.batch_size == 64 and cfg.model.mi_units == 2048
-    assert cfg.trainer.max_epochs == epochs
-    assert cfg.paper.eval == "nonlinear"
-    # the header comment and paper.target state the number it targets (REFERENCE.md section 6)
-    header = (EXPERIMENTS / f"{name}.yaml").read_text().split("defaults:")[0]
-    target = None if noprior else PAPER.get(name)
-    if target is None:
-        assert cfg.paper.target is None and "Paper target: none" in header
+def _documented() -> dict[str, list[str]]:
+    """older name -> the `dim-train` arguments, from the table of docs/paper_presets.md."""
+    rows = re.findall(r"^\|[^|]+\|[^|]+\| `([^`]+)` \| `([^`]+)` \|", DOC.read_text(), re.M)
+    return {old: args.split() for args, old in rows}
+
+
+def test_every_paper_row_name_composes_to_its_row():
+    documented = _documented()
+    assert sorted(documented) == sorted(OLD_NAMES)  # 5 rows x 4 datasets x with/without prior
+    with initialize_config_module("dim.configs", version_base="1.3"):
+        configs = {
+            n: compose("train", overrides=rewrite_argv([f"experiment={n}"])) for n in OLD_NAMES
+        }
+    for name, cfg in configs.items():
+        assert rewrite_argv([f"experiment={name}"]) == [*documented[name], f"task_name={name}"]
+        OmegaConf.to_container(cfg, resolve=True)
+        row, dataset = next(
+            (r, d)
+            for r in ROWS
+            for d in DATASETS
+            if name.removesuffix("_noprior") == f"dim_{r}_{d}"
+        )
+        bound, (alpha, beta, gamma) = ROWS[row]
+        encoder, size, epochs = DATASETS[dataset]
+        assert cfg.task_name == name and cfg.data.name == dataset, name
+        assert (cfg.model.encoder, cfg.data.image_size) == (encoder, size), name
+        assert cfg.bound.name == bound, name
+        gamma = 0.0 if name.endswith("_noprior") else gamma
+        assert (cfg.objective.alpha, cfg.objective.beta, cfg.objective.gamma) == (
+            alpha,
+            beta,
+            gamma,
+        ), name
+        assert (cfg.optim.lr, cfg.data.batch_size, cfg.model.mi_units) == (1e-4, 64, 2048), name
+        assert cfg.trainer.max_epochs == epochs, name
+
+
+def test_the_command_line_wins_over_a_paper_row_name():
+    argv = rewrite_argv(["experiment=dim_local_jsd_cifar10_noprior", "bound=dv", "task_name=x"])
+    assert argv == [
+        "experiment=dim_cifar10",
+        "objective=local",
+        "objective.gamma=0.0",
+        "bound=dv",
+        "task_name=x",
+    ]
+    assert rewrite_argv(["experiment=dim_stl10", "seed=1"]) == ["experiment=dim_stl10", "seed=1"]
+    with pytest.raises(DimError, match="sweep"):
+        rewrite_argv(["-m", "experiment=dim_local_jsd_cifar10,dim_global_cifar10"])
+
+
+def test_unknown_paper_row_is_one_line_with_the_pattern(tmp_path):
+    proc = run_cli("dim-train", "experiment=dim_local_xxx_cifar10", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert proc.stderr.startswith("error: unknown experiment 'dim_local_xxx_cifar10'")
+    assert "dim_{local_nce|local_jsd|local_dv|global|local_global}_{cifar10|" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_paper_row_name_runs_through_dim_train(tmp_path):
+    proc = run_cli("dim-train", "experiment=dim_global_stl10_noprior", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.task_name == "dim_global_stl10_noprior" and cfg.model.encoder == "alex64"
+    assert cfg.bound.name == "jsd" and cfg.objective.alpha == 1.0 and cfg.objective.gamma == 0.0
+
+
+@pytest.mark.parametrize(  # one per encoder / image size; with and without the prior
+    "argv",
+    [
+        ["experiment=dim_local_nce_cifar10"],
+        ["experiment=dim_local_jsd_stl10_noprior"],
+    ],
+)
+def test_one_training_step_per_encoder_on_generated_data(argv, monkeypatch, tmp_path):
+    argv = rewrite_argv(argv)
+    if "dim_cifar10" in argv[0]:
+        root = write_cifar10(tmp_path, n_per_batch=2).register(monkeypatch)
     else:
-        assert tuple(cfg.paper.target.values()) == target
-        numbers = "conv {:.2f} / fc {:.2f} / Y {:.2f}".format(*target)
-        assert numbers in re.sub(r"\s*\n#\s*", " ", header), header
-    assert f"dim-train experiment={name}" in header and "dim-eval run=" in header
-
-
-@pytest.fixture(scope="module")
-def generated_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paper_data")
-    return {
-        "cifar10": write_cifar10(root, n_per_batch=2),
-        "cifar100": write_cifar100(root, n_train=8, n_test=4),
-        "stl10": write_stl10(root, n_train=2, n_unlabeled=4, n_test=4),
-        "tiny_imagenet": write_tiny_imagenet(root, n_classes=3, n_train=2, n_val=1, n_test=1),
-    }
-
-
-@pytest.mark.parametrize("name", PRESETS)  # every preset, one real step (~3 s each)
-def test_preset_trains_one_step_on_generated_data(name, generated_data, monkeypatch, tmp_path):
-    _, dataset, _ = _parse(name)
-    root = generated_data[dataset].register(monkeypatch)
+        root = write_stl10(tmp_path, n_train=2, n_unlabeled=4, n_test=4).register(monkeypatch)
     cfg = compose_train(
         [
-            f"experiment={name}",
+            *argv,
             f"data.data_dir={root}",
             "data.download=false",
             "data.batch_size=4",

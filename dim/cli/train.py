@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dim.cli.common import launch, run_dir, user_errors
+from dim.cli.presets import rewrite_argv
 from dim.errors import DimError
 
 GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
@@ -44,6 +45,7 @@ def holds_run(path: Path) -> bool:
 
 def prepare_argv(argv: list[str]) -> list[str]:
     """Rewrite ``resume=`` into Hydra run-dir overrides; refuse to overwrite an existing run."""
+    argv = rewrite_argv(argv)  # experiment=<paper-row name> -> preset + overrides
     if _is_launched_child():  # write nothing of its own: Hydra's job log goes to stdout
         return [*argv, "hydra/job_logging=stdout", "hydra.output_subdir=null"]
     resume = _arg(argv, "resume")
