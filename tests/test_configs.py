@@ -1,13 +1,14 @@
 """Config composition: every group option composes, struct mode, installed-package configs."""
 
 import importlib.resources
+import re
 from pathlib import Path
 
 import pytest
 from conftest import compose_train, run_cli
 from omegaconf import OmegaConf
 
-from dim.modules.dim import DIMModule
+from dim.methods.dim import DIMModule
 
 CONFIGS = Path(str(importlib.resources.files("dim.configs")))
 GROUPS = ["data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks"]
@@ -52,12 +53,27 @@ def test_every_bound_and_objective_builds_a_module(bound, objective):
     )
 
 
-def test_gpu_and_multinode_trainer_settings():
-    gpu = compose_train(["trainer=gpu"]).trainer
-    assert gpu.accelerator == "gpu" and gpu.precision == "bf16-mixed"
-    multi = compose_train(["trainer=multinode"]).trainer
-    assert multi.num_nodes == 2 and multi.devices == 8 and multi.strategy == "ddp"
-    assert compose_train(["trainer=ddp_cpu"]).trainer.devices == 2
+@pytest.mark.parametrize("name", ["train", "eval", "embed", "export"])
+def test_run_dirs_are_output_dir_task_name_time(name):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("dim.configs", version_base="1.3"):
+        cfg = compose(name, overrides=["paths.output_dir=/o"], return_hydra_config=True)
+    stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
+    assert re.fullmatch(rf"/o/{cfg.task_name}/{stamp}", cfg.hydra.run.dir)
+    assert re.fullmatch(rf"/o/multirun/{cfg.task_name}/{stamp}", cfg.hydra.sweep.dir)
+    assert cfg.hydra.output_subdir == (".hydra" if name in ("train", "eval") else None)
+
+
+def test_train_help_lists_only_the_training_groups():
+    proc = run_cli("dim-train", "--help")
+    assert proc.returncode == 0, proc.stderr
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    names = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert names == sorted(GROUPS + ["experiment", "paths"]), groups
+    assert (
+        "experiment: dim_cifar10, dim_cifar100, dim_stl10, dim_tiny_imagenet, quickstart" in groups
+    )
 
 
 def test_misspelt_key_is_one_line_with_a_suggestion():
