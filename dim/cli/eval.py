@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dim.cli.common import launch, run_dir, user_errors
 from dim.errors import DimError
+from dim.eval.registry import PROTOCOLS
 
-PROTOCOL_NAMES = ("nonlinear", "linear", "knn", "fewshot", "mine", "ndm", "msssim")
+PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 
 def _split_names(value: str) -> list[str]:

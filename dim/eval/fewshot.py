@@ -21,14 +21,6 @@ from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.probes import linear_classifier
 
-DEFAULTS: dict[str, Any] = {
-    "shots": [5, 10],
-    "seeds": 5,
-    "steps": 300,
-    "lr": 1e-2,
-    "weight_decay": 1e-3,
-}
-
 
 def sample_per_class(labels: Tensor, shots: int, num_classes: int, seed: int) -> Tensor:
     """Indices of ``shots`` random images of every class (all of a class if it has fewer)."""
@@ -45,14 +37,14 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Args:
         ctx: the evaluation context.
-        cfg: overrides of :data:`DEFAULTS` (``shots`` a list of ints, ``seeds`` draws per shot
+        cfg: the options of ``configs/eval/fewshot.yaml``
+            (``shots`` a list of ints, ``seeds`` draws per shot
             count, ``steps`` full-batch Adam steps, ``lr``, ``weight_decay``).
 
     Returns:
         Test accuracy: mean ± std over the seeds.
     """
-    c = {**DEFAULTS, **cfg}
-    shots_list = c["shots"] if isinstance(c["shots"], list | tuple) else [c["shots"]]
+    shots_list = cfg["shots"] if isinstance(cfg["shots"], list | tuple) else [cfg["shots"]]
     start = perf_counter()
     train, test, k = ctx.labelled("fewshot")
     everything = ctx.features("train")  # z-score statistics need no labels
@@ -61,7 +53,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         _, x_train, x_test = standardize(everything.flat(tap), train.flat(tap), test.flat(tap))
         for shots in shots_list:
             accs = []
-            for s in range(int(c["seeds"])):
+            for s in range(int(cfg["seeds"])):
                 seed = ctx.seed + s
                 idx = sample_per_class(train.labels, int(shots), k, seed)
                 model = seeded(seed, partial(linear_classifier, x_train.shape[1], k))
@@ -69,15 +61,15 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
                     model,
                     (x_train[idx], train.labels[idx]),
                     (x_test, test.labels),
-                    epochs=int(c["steps"]),
-                    lr=float(c["lr"]),
+                    epochs=int(cfg["steps"]),
+                    lr=float(cfg["lr"]),
                     batch_size=len(idx),
-                    weight_decay=float(c["weight_decay"]),
+                    weight_decay=float(cfg["weight_decay"]),
                     seed=seed,
                     device=ctx.device,
                     score_every=None,
                 )
                 accs.append(history[-1])
             values[f"{int(shots)}shot/{tap}"] = Stat.of(accs)
-    settings = {**c, "shots": [int(s) for s in shots_list]}
+    settings = {**cfg, "shots": [int(s) for s in shots_list]}
     return ProtocolResult("accuracy", values, settings, perf_counter() - start)

@@ -18,8 +18,6 @@ from dim.errors import DimError
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 
-DEFAULTS: dict[str, Any] = {"k": [20], "temperature": 0.07}
-
 
 @torch.no_grad()
 def knn_predict(
@@ -88,9 +86,8 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     Returns:
         Accuracies (deterministic: no std).
     """
-    c = {**DEFAULTS, **cfg}
-    ks = c["k"] if isinstance(c["k"], list | tuple) else [c["k"]]
-    temperature = None if c["temperature"] in (None, 0) else float(c["temperature"])
+    ks = cfg["k"] if isinstance(cfg["k"], list | tuple) else [cfg["k"]]
+    temperature = None if cfg["temperature"] in (None, 0) else float(cfg["temperature"])
     start = perf_counter()
     train, test, num_classes = ctx.labelled("knn")
     values = {}
@@ -108,5 +105,5 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
             )
             values[f"k{int(k)}/{tap}"] = Stat.of([acc])
     return ProtocolResult(
-        "accuracy", values, {**c, "k": [int(k) for k in ks]}, perf_counter() - start
+        "accuracy", values, {**cfg, "k": [int(k) for k in ks]}, perf_counter() - start
     )

@@ -11,14 +11,6 @@ from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.probes import linear_classifier
 
-DEFAULTS: dict[str, Any] = {
-    "seeds": 5,
-    "epochs": 30,
-    "lr": 1e-3,
-    "batch_size": 256,
-    "weight_decay": 0.0,
-}
-
 
 def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     """One logistic-regression probe per tap and seed; values ``conv``, ``fc``, ``y``.
@@ -28,33 +20,32 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Args:
         ctx: the evaluation context.
-        cfg: overrides of :data:`DEFAULTS`.
+        cfg: the protocol's options (``configs/eval/linear.yaml``).
 
     Returns:
         Final test accuracy per tap: mean ± std over seeds.
     """
-    c = {**DEFAULTS, **cfg}
     start = perf_counter()
     train, test, k = ctx.labelled("linear")
     values = {}
     for tap in ctx.taps:
         x_train, x_test = standardize(train.flat(tap), test.flat(tap))
         accs = []
-        for s in range(int(c["seeds"])):
+        for s in range(int(cfg["seeds"])):
             seed = ctx.seed + s
             model = seeded(seed, partial(linear_classifier, x_train.shape[1], k))
             history = fit_classifier(
                 model,
                 (x_train, train.labels),
                 (x_test, test.labels),
-                epochs=int(c["epochs"]),
-                lr=float(c["lr"]),
-                batch_size=int(c["batch_size"]),
-                weight_decay=float(c["weight_decay"]),
+                epochs=int(cfg["epochs"]),
+                lr=float(cfg["lr"]),
+                batch_size=int(cfg["batch_size"]),
+                weight_decay=float(cfg["weight_decay"]),
                 seed=seed,
                 device=ctx.device,
                 score_every=None,
             )
             accs.append(history[-1])
         values[tap] = Stat.of(accs)
-    return ProtocolResult("accuracy", values, c, perf_counter() - start)
+    return ProtocolResult("accuracy", values, cfg, perf_counter() - start)

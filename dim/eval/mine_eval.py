@@ -20,14 +20,6 @@ from dim.eval.context import EvalContext
 from dim.eval.features import stack_images
 from dim.eval.report import ProtocolResult, Stat
 
-DEFAULTS: dict[str, Any] = {
-    "max_samples": 10000,
-    "critic": "concat",
-    "hidden": 256,
-    "layers": 1,
-    "train": {"batch_size": 128, "lr": 1e-4, "max_steps": 3000, "eval_every": 100, "patience": 5},
-}
-
 
 def image_matrix(images: torch.Tensor) -> torch.Tensor:
     """Flattened, z-scored images without their constant pixels, as an (N, D) matrix."""
@@ -43,7 +35,8 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Args:
         ctx: the evaluation context.
-        cfg: overrides of :data:`DEFAULTS`: ``max_samples`` (pairs used, from the start of the
+        cfg: the options of ``configs/eval/mine.yaml``:
+            ``max_samples`` (pairs used, from the start of the
             training split), ``critic`` (``concat`` or ``separable``), ``hidden``, ``layers``
             and ``train`` (optimisation settings passed to :func:`dim.mine.estimate_mi`).
 
@@ -52,9 +45,8 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     """
     from dim.mine import estimate_mi
 
-    c = {**DEFAULTS, **cfg, "train": {**DEFAULTS["train"], **(cfg.get("train") or {})}}
     start = perf_counter()
-    n = min(int(c["max_samples"]), len(ctx.features("train")))
+    n = min(int(cfg["max_samples"]), len(ctx.features("train")))
     y = ctx.features("train").y[:n]
     y = (y - y.mean(0)) / y.std(0).clamp_min(1e-6)
     x = image_matrix(stack_images(ctx.dataset("train"), limit=n))
@@ -62,14 +54,14 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         x.numpy(),
         y.numpy(),
         bound="mine",
-        critic=str(c["critic"]),
-        hidden=int(c["hidden"]),
-        layers=int(c["layers"]),
+        critic=str(cfg["critic"]),
+        hidden=int(cfg["hidden"]),
+        layers=int(cfg["layers"]),
         standardize=False,
         seed=ctx.seed,
         on_point=lambda p: ctx.curve("eval/mine/heldout_mi", p.heldout_mi or 0.0, p.step),
-        **c["train"],
+        **cfg["train"],
     )
     stat = Stat(result.mi_nats, result.stderr_nats, [result.mi_nats])
-    settings = {**c, "n_pairs": n, "n_eval": result.n_eval, "steps": result.steps}
+    settings = {**cfg, "n_pairs": n, "n_eval": result.n_eval, "steps": result.steps}
     return ProtocolResult("nats", {"y": stat}, settings, perf_counter() - start)

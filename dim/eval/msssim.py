@@ -32,14 +32,6 @@ from dim.eval.features import Indexed
 from dim.eval.report import ProtocolResult, Stat
 
 STANDARD_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-DEFAULTS: dict[str, Any] = {
-    "epochs": 20,
-    "lr": 1e-3,
-    "batch_size": 64,
-    "kernel_size": 7,
-    "sigma": 1.5,
-    "scales": None,
-}
 
 
 def msssim_settings(
@@ -98,17 +90,16 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Args:
         ctx: the evaluation context.
-        cfg: overrides of :data:`DEFAULTS`.
+        cfg: the options of ``configs/eval/msssim.yaml``.
 
     Returns:
         MS-SSIM and MSE of the reconstructions.
     """
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
-    c = {**DEFAULTS, **cfg}
     start = perf_counter()
     size, channels = ctx.splits.image_size, ctx.splits.channels
-    kernel, betas = msssim_settings(size, int(c["kernel_size"]), c["scales"])
+    kernel, betas = msssim_settings(size, int(cfg["kernel_size"]), cfg["scales"])
     y_train, y_test = ctx.features("train").y, ctx.features("test").y
     train_set, test_set = ctx.dataset("train"), ctx.dataset("test")
     lo, hi = _range(train_set)
@@ -117,11 +108,11 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         return ((x - lo) / (hi - lo)).clamp(0, 1)
 
     decoder = seeded(ctx.seed, partial(Decoder, y_train.shape[1], channels, size)).to(ctx.device)
-    opt = torch.optim.Adam(decoder.parameters(), lr=float(c["lr"]))
+    opt = torch.optim.Adam(decoder.parameters(), lr=float(cfg["lr"]))
     gen = torch.Generator().manual_seed(ctx.seed)
     loader = DataLoader(
         Indexed(train_set),
-        batch_size=int(c["batch_size"]),
+        batch_size=int(cfg["batch_size"]),
         shuffle=True,
         drop_last=True,
         generator=gen,
@@ -129,7 +120,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     if len(loader) == 0:
         raise DimError("eval=msssim: the train split is smaller than one batch")
     decoder.train()
-    for epoch in range(int(c["epochs"])):
+    for epoch in range(int(cfg["epochs"])):
         total = 0.0
         for images, idx in loader:
             target = to_unit(images.to(ctx.device).float()) * 2 - 1
@@ -150,7 +141,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
                     recon,
                     target,
                     kernel_size=kernel,
-                    sigma=float(c["sigma"]),
+                    sigma=float(cfg["sigma"]),
                     betas=betas,
                     data_range=1.0,
                     reduction="none",
@@ -159,7 +150,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
             )
             errors.append(((recon - target) ** 2).flatten(1).mean(1).cpu())
     ms, mse = torch.cat(scores), torch.cat(errors)
-    settings = {**c, "kernel_size": kernel, "betas": list(betas)}
+    settings = {**cfg, "kernel_size": kernel, "betas": list(betas)}
     values = {
         "y": Stat(float(ms.mean()), float(ms.std()) if len(ms) > 1 else None),
         "mse/y": Stat(float(mse.mean()), float(mse.std()) if len(mse) > 1 else None),

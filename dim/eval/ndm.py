@@ -23,15 +23,6 @@ from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.mlp import mlp
 
-DEFAULTS: dict[str, Any] = {
-    "variants": ["sigmoid", "raw"],
-    "steps": 500,
-    "batch_size": 10000,
-    "lr": 1e-3,
-    "hidden": [1000, 200],
-    "bound": "mine",
-    "eval_shuffles": 10,
-}
 VARIANTS = ("sigmoid", "raw")
 TRAIN_BOUNDS = ("mine", "dv", "nwj", "jsd", "smile")  # all report the DV value of the critic
 
@@ -92,12 +83,12 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Args:
         ctx: the evaluation context (trained on the train split's Y, scored on the test split's).
-        cfg: overrides of :data:`DEFAULTS`.
+        cfg: the protocol's options (``configs/eval/ndm.yaml``).
 
     Returns:
         One value per variant.
     """
-    c = {**DEFAULTS, **cfg}
+    c = cfg
     if c["bound"] not in TRAIN_BOUNDS:
         raise DimError(f"eval.ndm.bound must be one of {', '.join(TRAIN_BOUNDS)}, got {c['bound']}")
     unknown = set(c["variants"]) - set(VARIANTS)

@@ -16,30 +16,17 @@ from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.probes import mlp_classifier
 
-DEFAULTS: dict[str, Any] = {
-    "epochs": 150,
-    "lr": 1e-4,
-    "batch_size": 64,
-    "hidden": 200,
-    "dropout": 0.1,
-    "milestones": [50, 100],
-    "gamma": 0.1,
-    "weight_decay": 0.0,
-    "last_epochs": 5,
-}
-
 
 def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     """Train one MLP classifier per feature tap; values ``conv``, ``fc``, ``y`` (accuracy).
 
     Args:
         ctx: the evaluation context (frozen features, device, seed).
-        cfg: overrides of :data:`DEFAULTS`.
+        cfg: the protocol's options (``configs/eval/nonlinear.yaml``).
 
     Returns:
         The accuracies (fractions) per tap.
     """
-    c = {**DEFAULTS, **cfg}
     start = perf_counter()
     train, test, k = ctx.labelled("nonlinear")
     check_labels(train.labels, k, "eval=nonlinear")
@@ -47,24 +34,24 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
     for tap in ctx.taps:
         x_train, x_test = train.flat(tap), test.flat(tap)
         model = seeded(
-            ctx.seed, partial(mlp_classifier, x_train.shape[1], k, c["hidden"], c["dropout"])
+            ctx.seed, partial(mlp_classifier, x_train.shape[1], k, cfg["hidden"], cfg["dropout"])
         )
         history = fit_classifier(
             model,
             (x_train, train.labels),
             (x_test, test.labels),
-            epochs=int(c["epochs"]),
-            lr=float(c["lr"]),
-            batch_size=int(c["batch_size"]),
-            weight_decay=float(c["weight_decay"]),
-            milestones=[int(m) for m in c["milestones"]],
-            gamma=float(c["gamma"]),
+            epochs=int(cfg["epochs"]),
+            lr=float(cfg["lr"]),
+            batch_size=int(cfg["batch_size"]),
+            weight_decay=float(cfg["weight_decay"]),
+            milestones=[int(m) for m in cfg["milestones"]],
+            gamma=float(cfg["gamma"]),
             seed=ctx.seed,
             device=ctx.device,
             on_epoch=partial(_log_epoch, ctx, tap),
         )
-        values[tap] = Stat.of(history[-max(1, min(int(c["last_epochs"]), len(history))) :])
-    return ProtocolResult("accuracy", values, c, perf_counter() - start)
+        values[tap] = Stat.of(history[-max(1, min(int(cfg["last_epochs"]), len(history))) :])
+    return ProtocolResult("accuracy", values, cfg, perf_counter() - start)
 
 
 def _log_epoch(ctx: EvalContext, tap: str, epoch: int, loss: float, acc: float) -> None:

@@ -7,7 +7,6 @@ the classifiers' curves and the table as text).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,24 +14,11 @@ from typing import Any
 import torch
 
 from dim.errors import DimError
-from dim.eval import fewshot, knn, linear, mine_eval, msssim, ndm, nonlinear
 from dim.eval.context import EvalContext
 from dim.eval.features import TAPS, resolve_device
+from dim.eval.registry import NEEDS_LABELS, PROTOCOLS, protocol, with_defaults
 from dim.eval.report import ProtocolResult, log_tensorboard, markdown_table, to_json, write_json
 from dim.eval.source import build_eval_splits, data_config, load_source
-
-Protocol = Callable[[EvalContext, dict[str, Any]], ProtocolResult]
-# Canonical order: the table always lists the protocols in this order.
-PROTOCOLS: dict[str, Protocol] = {
-    "nonlinear": nonlinear.run,
-    "linear": linear.run,
-    "knn": knn.run,
-    "fewshot": fewshot.run,
-    "mine": mine_eval.run,
-    "ndm": ndm.run,
-    "msssim": msssim.run,
-}
-NEEDS_LABELS = {"nonlinear", "linear", "knn", "fewshot"}
 
 
 def check_taps(taps: list[str]) -> tuple[str, ...]:
@@ -55,7 +41,7 @@ def evaluate(
     Args:
         settings: ``run``, ``init``, ``seed``, ``device``, ``batch_size``, ``features``,
             ``max_train``, ``max_test``, ``num_threads`` (see ``configs/eval.yaml``).
-        protocols: protocol name -> its options (``configs/eval/<name>.yaml``).
+        protocols: protocol name -> its options (missing ones: ``configs/eval/<name>.yaml``).
         out_dir: the eval's run dir.
         data_group: a ``data=<name>`` config that replaces the run's data config.
         data_overrides: ``data.key=value`` patches of the data config.
@@ -99,7 +85,7 @@ def evaluate(
         for name in selected:
             print(f"[dim-eval] {name} ...", flush=True)
             torch.manual_seed(seed)
-            results[name] = PROTOCOLS[name](ctx, dict(protocols[name]))
+            results[name] = protocol(name)(ctx, with_defaults(name, dict(protocols[name])))
             print(f"[dim-eval] {name} done in {results[name].seconds:.1f}s", flush=True)
         meta = {
             "run": str(settings.get("run")),
