@@ -54,3 +54,21 @@ def test_evaluation_and_the_dataset_registry_do_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_normalisation_comes_from_the_data_config_or_the_dataset_config_file():
+    """An older run's data config (or a dict built in Python) without mean/std still loads."""
+    from conftest import compose_train
+
+    from dim.data.transforms import normalisation
+
+    shipped = compose_train(["data=stl10"]).data
+    expected = (tuple(shipped.mean), tuple(shipped.std))
+    assert normalisation({"channels": 3}, "stl10") == expected
+    assert normalisation({"channels": 3, "mean": None, "std": None}, "stl10") == expected
+    assert normalisation({"channels": 1, "mean": [0.5], "std": [0.25]}, "stl10") == (
+        (0.5,),
+        (0.25,),
+    )
+    with pytest.raises(DimError, match="data.std must be > 0"):
+        normalisation({"channels": 3, "std": [0, 1, 1]}, "cifar10")

@@ -9,31 +9,62 @@ The pipeline, in order (keys of the ``data`` config):
    and always for evaluation, a center crop.  A center crop larger than the image zero-pads it:
    MNIST's 28x28 digits become 32x32 with a 2-pixel black border;
 4. ``augment.hflip`` (training only);
-5. to a tensor, normalised with ``mean`` / ``std`` (per channel; the dataset's own statistics when
-   null).
+5. to a tensor, normalised with ``mean`` / ``std`` (per channel).  The statistics live in the data
+   configs only (``configs/data/<name>.yaml``): a config without them (an older run's, or a dict
+   built in Python) or with null gets those of the dataset's config file.
 
 So every image tensor is exactly ``channels x image_size x image_size``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import importlib.resources
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from dim.errors import DimError
 
 Stats = tuple[Sequence[float], Sequence[float]]
 
-# Per-channel mean / std of the training images in [0, 1] (RGB order).
-STATS: dict[str, Stats] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "tiny_imagenet": ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
-    "celeba": ((0.5063, 0.4258, 0.3832), (0.3107, 0.2904, 0.2897)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "folder": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # maps [0, 1] to [-1, 1]
-}
+
+def _data_configs():
+    return importlib.resources.files("dim.configs") / "data"
+
+
+@functools.cache
+def config_stats(dataset: str) -> Stats:
+    """``(mean, std)`` of ``configs/data/<dataset>.yaml``; the folder config's for other names."""
+    from omegaconf import OmegaConf
+
+    path = _data_configs() / f"{dataset}.yaml"
+    cfg = OmegaConf.load(str(path if path.is_file() else _data_configs() / "folder.yaml"))
+    if cfg.get("mean") is None:  # digits, synthetic: normalised by their own source
+        cfg = OmegaConf.load(str(_data_configs() / "folder.yaml"))
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
+class _ConfigStats(Mapping[str, Stats]):
+    """Read-only view ``dataset -> (mean, std)`` of the data configs that state them."""
+
+    def _names(self) -> list[str]:
+        names = (p.name[:-5] for p in _data_configs().iterdir() if p.name.endswith(".yaml"))
+        return sorted(n for n in names if "mean:" in (_data_configs() / f"{n}.yaml").read_text())
+
+    def __getitem__(self, dataset: str) -> Stats:
+        if dataset not in self._names():
+            raise KeyError(dataset)
+        return config_stats(dataset)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+# Per-channel mean / std of the training images in [0, 1], as the data configs state them.
+STATS: Mapping[str, Stats] = _ConfigStats()
 
 
 class ToMode:
@@ -63,9 +94,9 @@ def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[flo
 
 
 def normalisation(cfg: dict[str, Any], dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` per channel: ``data.mean`` / ``data.std`` or the dataset's statistics."""
+    """``(mean, std)`` per channel: ``data.mean`` / ``data.std``, else the dataset config's."""
     channels = int(cfg.get("channels", 3))
-    mean, std = STATS.get(dataset, STATS["folder"])
+    mean, std = config_stats(dataset)
     mean = cfg.get("mean") or mean
     std = cfg.get("std") or std
     std_c = _per_channel(std, channels, "std")
