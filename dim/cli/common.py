@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dim.errors import DimError
 
@@ -147,3 +147,44 @@ def launch(
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = before
+
+
+# ---- shared by the commands that read a run (dim-eval, dim-embed, dim-export) ----
+def remove_empty_dirs(path: Path, levels: int = 3) -> None:
+    """Remove ``path`` and then its parents while they are empty (``levels`` at most)."""
+    for _ in range(levels):
+        try:
+            path.rmdir()  # only ever removes an empty directory
+        except OSError:
+            return
+        path = path.parent
+
+
+def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path:
+    """Validate the ``out`` path: given, right suffix, not an existing file unless overwrite."""
+    if value in (None, "", "???"):
+        raise DimError("no output file given: pass out=<file>")
+    out = Path(str(value)).expanduser()
+    if suffix and out.suffix != suffix:
+        raise DimError(f"out={value} must end in {suffix}")
+    if out.is_dir():
+        raise DimError(f"out={value} is a directory; give a file name")
+    if out.exists() and not overwrite:
+        raise DimError(f"out={value} exists; pass overwrite=true to replace it (nothing written)")
+    return out
+
+
+def patch_data_keys(arg: str) -> str:
+    """``data.key=value`` -> ``++data.key=value`` (add-or-override; see the module docstring)."""
+    key, sep, _ = arg.partition("=")
+    return "++" + arg if sep and key.startswith("data.") else arg
+
+
+def data_choice(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the ``data=<name>`` group chosen on the command line or None, the ``data.`` patches)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    data = OmegaConf.to_container(cfg.data, resolve=True) or {}
+    if HydraConfig.get().runtime.choices.get("data") not in (None, "null"):
+        return data, {}  # type: ignore[return-value]
+    return None, data  # type: ignore[return-value]

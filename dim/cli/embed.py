@@ -14,35 +14,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import launch, run_dir, user_errors
-from dim.cli.eval import data_choice, patch_data_keys
+from dim.cli.common import (
+    check_out,
+    data_choice,
+    launch,
+    patch_data_keys,
+    remove_empty_dirs,
+    run_dir,
+    user_errors,
+)
 from dim.errors import DimError
 
 SPLITS = {"train": "train", "test": "test", "val": "test"}
-
-
-def remove_empty_dirs(path: Path, levels: int = 3) -> None:
-    """Remove ``path`` and then its parents while they are empty (``levels`` at most)."""
-    for _ in range(levels):
-        try:
-            path.rmdir()  # only ever removes an empty directory
-        except OSError:
-            return
-        path = path.parent
-
-
-def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path:
-    """Validate the ``out`` path: given, right suffix, not an existing file unless overwrite."""
-    if value in (None, "", "???"):
-        raise DimError("no output file given: pass out=<file>")
-    out = Path(str(value)).expanduser()
-    if suffix and out.suffix != suffix:
-        raise DimError(f"out={value} must end in {suffix}")
-    if out.is_dir():
-        raise DimError(f"out={value} is a directory; give a file name")
-    if out.exists() and not overwrite:
-        raise DimError(f"out={value} exists; pass overwrite=true to replace it (nothing written)")
-    return out
 
 
 def embed(cfg: DictConfig) -> Path:
@@ -61,45 +44,24 @@ def embed(cfg: DictConfig) -> Path:
     if projector is not None and projector.exists() and any(projector.iterdir()):
         if not cfg.overwrite:
             raise DimError(f"projector={cfg.projector} is not empty; pass overwrite=true")
-    import numpy as np  # heavy imports only once the command line is known to be good
-    import torch
+    from dim.eval.embed import write_embedding  # heavy imports once the command line is good
 
-    from dim.eval.features import extract_features, resolve_device
-    from dim.eval.source import build_eval_splits, data_config, load_source
-
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
-    source = load_source(cfg.run, str(cfg.init), int(cfg.seed))
     group, patches = data_choice(cfg)
-    data = data_config(source.run_data, group, patches)
-    splits = build_eval_splits(data, source.config)
-    dataset = splits.eval_train if SPLITS[str(cfg.split)] == "train" else splits.val
-    device = resolve_device(str(cfg.device))
-    feats = extract_features(source.encoder, dataset, int(cfg.batch_size), device, cfg.limit)
-    arrays = {
-        "conv": feats.conv.numpy().astype(np.float32),
-        "fc": feats.fc.numpy().astype(np.float32),
-        "y": feats.y.numpy().astype(np.float32),
-        "labels": feats.labels.numpy().astype(np.int64),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(out)
-    print(
-        f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in arrays.items())
+    write_embedding(
+        run=cfg.run,
+        out=out,
+        split=SPLITS[str(cfg.split)],
+        init=str(cfg.init),
+        seed=int(cfg.seed),
+        data_group=group,
+        data_patches=patches,
+        device=str(cfg.device),
+        batch_size=int(cfg.batch_size),
+        limit=cfg.limit,
+        num_threads=cfg.num_threads,
+        projector=projector,
+        projector_size=int(cfg.projector_size),
     )
-    if projector is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        from dim.eval.projector import projector_from_dataset
-
-        with SummaryWriter(str(projector)) as writer:
-            n = projector_from_dataset(
-                writer, source.encoder, dataset, int(cfg.projector_size), device
-            )
-        print(f"projector of {n} points: tensorboard --logdir {projector}")
     return out
 
 

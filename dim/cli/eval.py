@@ -12,12 +12,11 @@ Before Hydra composes the config, the command line is made Hydra-friendly:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import launch, run_dir, user_errors
+from dim.cli.common import data_choice, launch, patch_data_keys, run_dir, user_errors
 from dim.errors import DimError
 from dim.eval.registry import PROTOCOLS
 
@@ -26,22 +25,6 @@ PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 def _split_names(value: str) -> list[str]:
     return [n.strip() for n in value.strip().strip("[]").split(",") if n.strip()]
-
-
-def patch_data_keys(arg: str) -> str:
-    """``data.key=value`` -> ``++data.key=value`` (add-or-override; see the module docstring)."""
-    key, sep, _ = arg.partition("=")
-    return "++" + arg if sep and key.startswith("data.") else arg
-
-
-def data_choice(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """(the ``data=<name>`` group chosen on the command line or None, the ``data.`` patches)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    data = OmegaConf.to_container(cfg.data, resolve=True) or {}
-    if HydraConfig.get().runtime.choices.get("data") not in (None, "null"):
-        return data, {}  # type: ignore[return-value]
-    return None, data  # type: ignore[return-value]
 
 
 def prepare_argv(argv: list[str]) -> list[str]:

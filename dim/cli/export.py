@@ -14,8 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import launch, run_dir, user_errors
-from dim.cli.embed import check_out, remove_empty_dirs
+from dim.cli.common import check_out, launch, remove_empty_dirs, run_dir, user_errors
 from dim.errors import DimError
 
 

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from dim.errors import DimError
-
-TAPS = ("conv", "fc", "y")
+from dim.nets.probes import TAPS
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TAPS = ("conv", "fc", "y")
+TAPS = ("conv", "fc", "y")  # the encoder outputs that classifiers read
 
 
 def mlp_classifier(in_dim: int, num_classes: int, hidden: int = 200, dropout: float = 0.1):
