@@ -1,4 +1,12 @@
-"""TensorBoard visuals: Y / sigmoid(Y) / prior histograms and a grid of training inputs."""
+"""The monitoring callbacks of ``dim-train`` (the reliability ones are in ``dim/reliability.py``).
+
+- :class:`TensorBoardVisuals`: Y / sigmoid(Y) / prior histograms and a grid of training inputs;
+- :class:`KNNMonitor`: kNN accuracy of the frozen features every few epochs;
+- :class:`EmbeddingProjector`: a TensorBoard projector of Y at the end of training.
+
+The last two read the data module's splits (``trainer.datamodule.splits``) and the module's
+``encoder``, encode with the encoder in eval mode (frozen, no gradient) and restore its mode.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import Subset
+
+from dim.eval.features import TAPS, Features, extract_features
+from dim.eval.knn import knn_accuracy
 
 
 class TensorBoardVisuals(pl.Callback):
@@ -47,4 +59,132 @@ class TensorBoardVisuals(pl.Callback):
             writer.add_histogram("representation/sigmoid_y", torch.sigmoid(y), step)
             writer.add_histogram(
                 "representation/prior_samples", torch.rand(y.shape, generator=self._gen), step
+            )
+
+
+def _splits(trainer: pl.Trainer):
+    datamodule = getattr(trainer, "datamodule", None)
+    splits = getattr(datamodule, "splits", None)
+    if splits is None:  # a wrapper such as DeviceDataModule keeps the splits on its ``base``
+        splits = getattr(getattr(datamodule, "base", None), "splits", None)
+    return splits
+
+
+def interleave(gathered: torch.Tensor, n: int) -> torch.Tensor:
+    """``(world, per_rank, ...)`` rows of strided shards (rank r holds r, r + world, ...) back
+    into dataset order, dropping the padding: the first ``n`` rows."""
+    return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
+
+
+def _shared_features(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, dataset, limit: int
+) -> Features:
+    """Features of the first ``limit`` images, each process encoding its strided share."""
+    n = min(len(dataset), int(limit))
+    world, rank = trainer.world_size, trainer.global_rank
+    share = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
+    feats = extract_features(pl_module.encoder, share, 256, pl_module.device, n)
+    if world == 1:
+        return feats
+    per_rank = -(-n // world)
+
+    def gather(t: torch.Tensor) -> torch.Tensor:
+        padded = torch.cat([t, t.new_zeros((per_rank - len(t), *t.shape[1:]))])
+        gathered = trainer.strategy.all_gather(padded.to(pl_module.device))  # NCCL: on the GPU
+        return interleave(gathered, n).cpu()
+
+    return Features(gather(feats.conv), gather(feats.fc), gather(feats.y), gather(feats.labels))
+
+
+class KNNMonitor(pl.Callback):
+    """Cosine kNN accuracy of the frozen features, logged as ``val/knn/acc_{conv,fc,y}``.
+
+    Runs at the end of validation every ``every_n_epochs`` epochs and after the last epoch, so the
+    final numbers land in ``metrics.json``.  The neighbour bank is the first ``max_train``
+    training images, the queries the first ``max_val`` validation images.  Under DDP each process
+    encodes every ``world_size``-th of those images and the features are all-gathered, so the
+    encoding work is split and every process computes the same numbers.
+
+    Args:
+        every_n_epochs: how often (0 = never).
+        k: neighbours per query.
+        temperature: vote weight exp(sim / temperature); None = uniform votes.
+        max_train: size of the neighbour bank.
+        max_val: number of queries.
+        taps: features to monitor.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        k: int = 20,
+        temperature: float | None = 0.07,
+        max_train: int = 5000,
+        max_val: int = 2000,
+        taps: tuple[str, ...] = TAPS,
+    ) -> None:
+        self.every_n_epochs = int(every_n_epochs)
+        self.k = int(k)
+        self.temperature = temperature
+        self.max_train, self.max_val = int(max_train), int(max_val)
+        self.taps = tuple(taps)
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if self.every_n_epochs <= 0 or trainer.sanity_checking:
+            return False
+        epoch = trainer.current_epoch + 1
+        max_epochs = trainer.max_epochs or -1  # -1: bounded by max_steps, not epochs
+        last = 0 < max_epochs <= epoch
+        return last or epoch % self.every_n_epochs == 0
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        splits = _splits(trainer)
+        if not self._due(trainer) or splits is None or not splits.num_classes:
+            return
+        device = pl_module.device
+        bank = _shared_features(trainer, pl_module, splits.eval_train, self.max_train)
+        queries = _shared_features(trainer, pl_module, splits.val, self.max_val)
+        bank, queries = bank.labelled(), queries.labelled()
+        if len(bank) == 0 or len(queries) == 0:
+            return
+        for tap in self.taps:
+            acc = knn_accuracy(
+                bank.flat(tap),
+                bank.labels,
+                queries.flat(tap),
+                queries.labels,
+                self.k,
+                int(splits.num_classes),
+                self.temperature,
+                device,
+            )
+            # Identical on every process (same gathered features); sync_dist is bookkeeping.
+            pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=True)
+
+
+class EmbeddingProjector(pl.Callback):
+    """At the end of training, a TensorBoard projector of Y for the first ``num_images`` images
+    of the validation split, with their labels and image sprites (tag ``y``)."""
+
+    def __init__(self, num_images: int = 500) -> None:
+        self.num_images = int(num_images)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from dim.eval.projector import projector_from_dataset
+
+        splits = _splits(trainer)
+        writer = next(
+            (lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None
+        )
+        if splits is None or writer is None or self.num_images <= 0 or len(splits.val) == 0:
+            return
+        with torch.no_grad():
+            projector_from_dataset(
+                writer,
+                pl_module.encoder,
+                splits.val,
+                self.num_images,
+                pl_module.device,
+                trainer.global_step,
             )

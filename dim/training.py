@@ -21,12 +21,11 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from dim.callbacks import TensorBoardVisuals
+from dim.callbacks import EmbeddingProjector, KNNMonitor, TensorBoardVisuals
 from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_encoder, save_encoder
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
-from dim.eval.callbacks import EmbeddingProjector, KNNMonitor
 from dim.methods.dim import DIMModule
 from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
 

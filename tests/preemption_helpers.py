@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-import dim.eval.callbacks as eval_callbacks
+import dim.callbacks as eval_callbacks
 import dim.training as training
 
 # Where a signal can arrive: after the step (training_step done), in the middle of validation,

@@ -134,7 +134,7 @@ def _assert_knn_equals_one_process(run):
 
 
 def test_strided_shards_interleave_back_into_dataset_order():
-    from dim.eval.callbacks import interleave
+    from dim.callbacks import interleave
 
     n, world = 7, 3  # rank r holds r, r + 3, ...; padded to 3 rows each
     shards = [list(range(r, n, world)) + [-1] * (3 - len(range(r, n, world))) for r in range(3)]
