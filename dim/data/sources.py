@@ -17,12 +17,11 @@ from torch.utils.data import TensorDataset
 
 from dim.data import folders, torchvision_sets  # noqa: F401 - they register their sources
 from dim.data.base import SOURCES, Source, Splits, missing_data_error, register
-from dim.data.transforms import STATS, image_transform
+from dim.data.transforms import image_transform
 from dim.errors import DimError
 
 __all__ = [
     "SOURCES",
-    "STATS",
     "Source",
     "Splits",
     "build_splits",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from dim.errors import DimError
@@ -42,29 +42,6 @@ def config_stats(dataset: str) -> Stats:
     if cfg.get("mean") is None:  # digits, synthetic: normalised by their own source
         cfg = OmegaConf.load(str(_data_configs() / "folder.yaml"))
     return tuple(cfg.mean), tuple(cfg.std)
-
-
-class _ConfigStats(Mapping[str, Stats]):
-    """Read-only view ``dataset -> (mean, std)`` of the data configs that state them."""
-
-    def _names(self) -> list[str]:
-        names = (p.name[:-5] for p in _data_configs().iterdir() if p.name.endswith(".yaml"))
-        return sorted(n for n in names if "mean:" in (_data_configs() / f"{n}.yaml").read_text())
-
-    def __getitem__(self, dataset: str) -> Stats:
-        if dataset not in self._names():
-            raise KeyError(dataset)
-        return config_stats(dataset)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-
-# Per-channel mean / std of the training images in [0, 1], as the data configs state them.
-STATS: Mapping[str, Stats] = _ConfigStats()
 
 
 class ToMode:
