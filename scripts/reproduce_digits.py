@@ -1,16 +1,17 @@
 """Reproduce the paper's DIM(G) vs DIM(L) x JSD / InfoNCE / DV comparison on the shipped digits.
 
 For every (objective, bound) this trains ``experiment=quickstart`` (scikit-learn digits upsampled to
-32x32, basic32 encoder) through the real ``dim-train`` code path, loads the exported encoder with
-``dim.load_encoder`` and measures, on the frozen representation Y:
+32x32, basic32 encoder) through the real ``dim-train`` code path and measures, on the frozen
+representation Y, with ``dim-eval``'s own protocols (the code of ``dim-eval eval=fewshot,linear``,
+run through :func:`dim.eval.runner.evaluate`, which writes each run's ``eval/eval.json``):
 
-- a few-label probe: logistic regression on ``--shots`` labelled images per class, drawn
+- ``fewshot``: logistic regression on ``--shots`` labelled images per class, drawn
   ``--probe-seeds`` times (mean +- std), scored on the 297 held-out images;
-- a linear probe trained on all 1500 training labels.
+- ``linear``: a linear probe trained on all 1500 training labels (mean +- std over its seeds).
 
-The baseline is the same encoder randomly initialised (``dim.build_encoder``), mean +- std over
-``--probe-seeds`` initialisations.  Features are z-scored with statistics of all training images
-(no labels needed).  Writes ``<out>.md`` (the table of docs/reproduce_digits.md) and ``<out>.json``.
+The baseline is the same encoder randomly initialised (``init=random``), one draw for each of
+``--probe-seeds`` initialisations.  Writes ``<out>.md`` (the table of docs/reproduce_digits.md)
+and ``<out>.json``.
 
     python scripts/reproduce_digits.py --epochs 5
 """
@@ -26,11 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
-import dim
-from dim.data.sources import build_splits
+from dim.eval.runner import evaluate
 from dim.training import train
 
 ROWS = [  # (label, objective group, bound group)
@@ -43,33 +41,24 @@ ROWS = [  # (label, objective group, bound group)
 ]
 
 
-@torch.no_grad()
-def features(encoder: torch.nn.Module, dataset, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    encoder.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False)
-    ys, labels = [], []
-    for x, y in loader:
-        ys.append(encoder(x)["y"].flatten(1))
-        labels.append(y)
-    return torch.cat(ys).numpy(), torch.cat(labels).numpy()
-
-
-def probes(encoder, splits, shots: int, seeds: list[int]) -> dict[str, list[float]]:
-    """Few-label accuracies (one per seed) and the all-label linear accuracy on Y."""
-    x_train, y_train = features(encoder, splits.eval_train)
-    x_test, y_test = features(encoder, splits.val)
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    few = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        idx = np.concatenate(
-            [rng.choice(np.flatnonzero(y_train == c), shots, replace=False) for c in range(10)]
-        )
-        clf = LogisticRegression(max_iter=2000).fit(x_train[idx], y_train[idx])
-        few.append(float(clf.score(x_test, y_test)))
-    full = LogisticRegression(max_iter=2000).fit(x_train, y_train)
-    return {"fewshot": few, "linear": [float(full.score(x_test, y_test))]}
+def probes(run: Path | None, out: Path, shots: int, seeds: int, seed: int = 0) -> dict:
+    """Few-label and all-label accuracies on Y (lists of per-draw values) from dim-eval's
+    protocols; ``run=None`` probes a random basic32 encoder (``init=random`` of the first run)."""
+    settings = {
+        "run": str(run),
+        "init": "trained",
+        "seed": seed,
+        "device": "cpu",
+        "features": ["y"],
+    }
+    if run is None:
+        settings.update(run=str(out.parent), init="random")
+    doc = evaluate(settings, {"fewshot": {"shots": [shots], "seeds": seeds}, "linear": {}}, out)
+    results = doc["results"]
+    return {
+        "fewshot": results["fewshot"]["values"][f"{shots}shot/y"]["values"],
+        "linear": results["linear"]["values"]["y"]["values"],
+    }
 
 
 def train_one(objective: str, bound: str, epochs: int, seed: int, runs: Path) -> Path:
@@ -106,23 +95,19 @@ def main() -> None:
     args = parser.parse_args()
 
     runs = args.runs / time.strftime("%Y-%m-%d_%H-%M-%S")
-    splits = build_splits({"name": "digits", "image_size": 32})
     results = []
     for label, objective, bound in ROWS:
         start = time.time()
         run = train_one(objective, bound, args.epochs, args.seed, runs)
-        encoder = dim.load_encoder(run)
-        r = probes(encoder, splits, args.shots, list(range(args.probe_seeds)))
+        r = probes(run, run / "eval", args.shots, args.probe_seeds)
         r.update(row=label, objective=objective, bound=bound, minutes=(time.time() - start) / 60)
         results.append(r)
         print(f"{label}: few-label {mean_std(r['fewshot'])}, linear {mean_std(r['linear'])}")
 
     random_few, random_full = [], []
+    first = runs / f"{ROWS[0][1]}_{ROWS[0][2]}"
     for s in range(args.probe_seeds):  # one fresh encoder and one label draw per seed
-        torch.manual_seed(s)
-        r = probes(
-            dim.build_encoder("basic32", in_channels=1, image_size=32), splits, args.shots, [s]
-        )
+        r = probes(None, first / f"eval_random{s}", args.shots, 1, seed=s)
         random_few += r["fewshot"]
         random_full += r["linear"]
     results.append(
@@ -140,11 +125,12 @@ def main() -> None:
         f"Settings: `experiment=quickstart objective=<global|local> bound=<jsd|infonce|dv> "
         f"trainer.max_epochs={args.epochs} seed={args.seed}` (basic32, mi_units 256, Adam 5e-4, "
         f"batch 64, 1500 train / 297 held-out digits at 32x32; DIM(G): alpha 1, gamma 1; DIM(L): "
-        f"beta 1, gamma 0.1); one training run per row. Few-label probe: logistic regression "
-        f"on z-scored Y of {args.shots} random labelled images per class, mean ± std over "
-        f"{args.probe_seeds} draws; random init: {args.probe_seeds} random basic32 encoders "
-        f"(one draw each). Generated by `python scripts/reproduce_digits.py --epochs "
-        f"{args.epochs}` on {platform.machine()} CPU, torch {torch.__version__}."
+        f"beta 1, gamma 0.1); one training run per row. Probes: dim-eval's fewshot "
+        f"(logistic regression on z-scored Y of {args.shots} random labelled images per class, "
+        f"mean ± std over {args.probe_seeds} draws) and linear protocols with their default "
+        f"options; random init: {args.probe_seeds} random basic32 encoders (one draw each). "
+        f"Generated by `python scripts/reproduce_digits.py --epochs {args.epochs}` on "
+        f"{platform.machine()} CPU, torch {torch.__version__}."
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n" + settings + "\n")
