@@ -128,6 +128,9 @@ class MineBound(nn.Module):
     The reported ``mi`` is still the plain DV value of the batch.
     """
 
+    log_ema: Tensor  # buffers registered in __init__
+    initialized: Tensor
+
     def __init__(self, momentum: float = 0.99) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:

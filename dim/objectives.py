@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dim.bounds import Bound, score_penalty, tanh_clip
-from dim.nets.critics import local_pos_mask
+from dim.nets.critics import GlobalCritic, LocalCritic, local_pos_mask
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def sample_locations(n_locations: int, samples: int | None, device=None) -> Tens
 
 
 def local_mi(
-    critic: nn.Module,
+    critic: LocalCritic,
     local_map: Tensor,
     y: Tensor,
     bound: Bound,
@@ -77,7 +77,7 @@ def local_mi(
 
 
 def global_mi(
-    critic: nn.Module,
+    critic: GlobalCritic,
     local_map: Tensor,
     y: Tensor,
     bound: Bound,

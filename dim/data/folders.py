@@ -112,10 +112,10 @@ def check_readable(paths: list[Path], on_error: str, where: Path) -> list[Path]:
         except (OSError, ValueError, SyntaxError) as err:
             bad.append((p, err))
     if bad and on_error == "fail":
-        p, err = bad[0]
+        path, why = bad[0]
         raise DimError(
-            f"{len(bad)} unreadable image(s) under {where}, e.g. {p} ({err}); remove them or set "
-            "data.on_error=skip"
+            f"{len(bad)} unreadable image(s) under {where}, e.g. {path} ({why}); remove them or "
+            "set data.on_error=skip"
         )
     if bad:
         warnings.warn(

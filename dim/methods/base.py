@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from dim.distributed import broadcast_buffers
 from dim.errors import DimError
+from dim.nets.encoders import Encoder
 from dim.nets.probes import OnlineProbes, feature_dims
 from dim.reliability import collect_rng_states, set_rng_states
 
@@ -48,9 +49,11 @@ class MethodModule(pl.LightningModule):
     #: keys of :meth:`compute_losses` output -> logged name under ``train/`` and ``val/``
     METRICS: dict[str, str] = {"encoder_loss": "loss/encoder_total"}
     #: logged in the progress bar
-    PROGRESS = ("probe/acc_y",)
+    PROGRESS: tuple[str, ...] = ("probe/acc_y",)
     #: optimiser name -> the loss key it minimises (default ``<name>_loss``)
     LOSS_OF: dict[str, str] = {"probe": "probe_loss"}
+
+    encoder: Encoder  # set by the subclass before add_probes
 
     def __init__(self, optim: dict[str, Any]) -> None:
         super().__init__()
@@ -181,6 +184,8 @@ class MethodModule(pl.LightningModule):
         if schedulers is None:
             return
         for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
+            # configure_optimizers builds cosine / multi-step schedules only: no metric to pass
+            assert not isinstance(sch, torch.optim.lr_scheduler.ReduceLROnPlateau)
             sch.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

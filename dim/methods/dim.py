@@ -12,16 +12,23 @@ penalty, with its own optimiser: a true adversarial game.  The math of each term
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import get_bound
+from dim.bounds import Bound, get_bound
 from dim.distributed import gather_with_grad
 from dim.errors import DimError
 from dim.methods.base import MethodModule, NonFiniteLossError
-from dim.nets.critics import ConcatLocalCritic, DotLocalCritic, GlobalCritic, PriorDiscriminator
+from dim.nets.critics import (
+    ConcatLocalCritic,
+    DotLocalCritic,
+    GlobalCritic,
+    LocalCritic,
+    PriorDiscriminator,
+)
 from dim.nets.encoders import Encoder, build_encoder
 from dim.objectives import (
     ScoreOptions,
@@ -35,11 +42,11 @@ from dim.objectives import (
 __all__ = ["DIMModule", "NonFiniteLossError", "build_local_critic"]
 
 
-def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> nn.Module:
+def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> LocalCritic:
     """The local critic ``model.critic``: ``dot`` (encode-and-dot-product, the official one) or
     ``concat`` (concatenate-and-convolve)."""
     channels, units = encoder.local_shape[0], model.get("mi_units", 2048)
-    critics = {
+    critics: dict[str, Callable[[], LocalCritic]] = {
         "dot": lambda: DotLocalCritic(channels, encoder.y_dim, units, model.get("score_scale")),
         "concat": lambda: ConcatLocalCritic(channels, encoder.y_dim),
     }
@@ -48,7 +55,7 @@ def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> nn
     return critics[name]()
 
 
-def make_bound(cfg: dict[str, Any]) -> nn.Module:
+def make_bound(cfg: dict[str, Any]) -> Bound:
     """The MI bound ``bound.name`` with its parameters (e.g. ``tau`` for smile)."""
     params = {k: v for k, v in cfg.items() if k != "name"}
     try:

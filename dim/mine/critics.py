@@ -14,6 +14,9 @@ candidates per row.  Critics know nothing about bounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
 import torch
 from torch import Tensor, nn
 
@@ -117,7 +120,10 @@ class SeparableCritic(nn.Module):
         return (self.g(x)[:, None, :] * self.h(y)[idx]).sum(-1)
 
 
-CRITICS = {"concat": ConcatCritic, "separable": SeparableCritic}
+# A critic built by :func:`build_critic`: what the training loop and the estimators accept.
+Critic: TypeAlias = "ConcatCritic | SeparableCritic"
+
+CRITICS: dict[str, Callable[..., Critic]] = {"concat": ConcatCritic, "separable": SeparableCritic}
 # What ``dim-mine`` uses where its ``model.layers`` / ``model.embed`` are null.
 CRITIC_DEFAULTS: dict[str, dict[str, int]] = {
     "concat": {"layers": 1},
@@ -125,7 +131,7 @@ CRITIC_DEFAULTS: dict[str, dict[str, int]] = {
 }
 
 
-def build_critic(name: str, x_dim: int, y_dim: int, **kwargs: int | str) -> nn.Module:
+def build_critic(name: str, x_dim: int, y_dim: int, **kwargs: int | str) -> Critic:
     """Build a critic by name (``concat`` or ``separable``) for inputs of the given widths."""
     if name not in CRITICS:
         raise DimError(f"unknown critic '{name}'; choose one of: {', '.join(CRITICS)}")
@@ -135,6 +141,6 @@ def build_critic(name: str, x_dim: int, y_dim: int, **kwargs: int | str) -> nn.M
 
 
 @torch.no_grad()
-def chunked_pair_scores(critic: nn.Module, x: Tensor, y: Tensor, rows: int = 128) -> Tensor:
+def chunked_pair_scores(critic: Critic, x: Tensor, y: Tensor, rows: int = 128) -> Tensor:
     """``critic.pair_scores`` computed in row chunks, to bound memory on large evaluation blocks."""
     return torch.cat([critic.pair_scores(x[i : i + rows], y) for i in range(0, len(x), rows)])

@@ -86,6 +86,12 @@ def _train_config(kw: dict[str, Any], bound: str) -> TrainConfig:
     return cfg
 
 
+def _eval_block(cfg: TrainConfig) -> int:
+    """The held-out block size of a config from :func:`_train_config` (which always sets it)."""
+    assert cfg.eval_block is not None
+    return cfg.eval_block
+
+
 def estimate_mi(
     x: np.ndarray,
     y: np.ndarray,
@@ -177,7 +183,7 @@ def estimate_mi(
             net, bound_fn, ArraySource(xt[tr], yt[tr]), (xt[va], yt[va]), cfg, seed=seed,
             true_mi=(lambda _: true_mi) if true_mi is not None else None, on_point=on_point,
         )  # fmt: skip
-        mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], cfg.eval_block)
+        mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], _eval_block(cfg))
     settings.update(critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg))
     return MIEstimate(
         mi_nats=mi, stderr_nats=se, bound=bound, n_train=len(tr), n_val=len(va), n_eval=len(ev),
@@ -209,7 +215,9 @@ class _StreamSource:
     def __init__(self, task: Staircase, seed: int) -> None:
         self.task, self.rng = task, np.random.default_rng(seed)
 
-    def batch(self, step: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def batch(
+        self, step: int, size: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.task.sample(step, size, self.rng)
         return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -266,7 +274,7 @@ def estimate_staircase(
             on_point=on_point, early_stopping=False,
         )  # fmt: skip
         mi, se, _ = heldout_estimate(
-            net, bound_fn, torch.from_numpy(ex), torch.from_numpy(ey), cfg.eval_block
+            net, bound_fn, torch.from_numpy(ex), torch.from_numpy(ey), _eval_block(cfg)
         )
     settings = {"bound": bound, "seed": seed, "critic": critic, **net_kw, **asdict(cfg)}
     return MIEstimate(

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from dim.bounds import get_bound
 from dim.errors import DimError
-from dim.mine.critics import chunked_pair_scores
+from dim.mine.critics import Critic, chunked_pair_scores
 from dim.mine.result import CurvePoint
 
 
@@ -110,7 +110,7 @@ def make_bound(name: str, tau: float = 5.0, momentum: float = 0.99) -> Callable:
 
 
 def batch_scores(
-    critic: nn.Module,
+    critic: Critic,
     x: Tensor,
     y: Tensor,
     negatives: str,
@@ -140,7 +140,7 @@ def batch_scores(
 
 @torch.no_grad()
 def heldout_estimate(
-    critic: nn.Module, bound: Callable, x: Tensor, y: Tensor, block: int
+    critic: Critic, bound: Callable, x: Tensor, y: Tensor, block: int
 ) -> tuple[float, float, list[float]]:
     """Estimate on held-out pairs: mean over blocks of the bound on each block's all-pairs scores.
 
@@ -169,7 +169,7 @@ def heldout_estimate(
 
 
 def train_critic(
-    critic: nn.Module,
+    critic: Critic,
     bound: Callable,
     source: BatchSource,
     val: tuple[Tensor, Tensor] | Callable[[int], tuple[Tensor, Tensor]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +99,10 @@ class ConcatLocalCritic(nn.Module):
     def score(self, local_enc: Tensor, y_enc: Tensor) -> Tensor:
         flat = local_enc.reshape(-1, local_enc.shape[-1])
         return self.rest(flat[None, :, :] + y_enc[:, None, :]).squeeze(-1)
+
+
+# The local critics (``model.critic``): ``encode_local``, ``encode_y`` and ``score``.
+LocalCritic: TypeAlias = "DotLocalCritic | ConcatLocalCritic"
 
 
 class GlobalCritic(nn.Module):

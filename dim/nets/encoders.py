@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -140,7 +141,7 @@ class Encoder(nn.Module):
     def __init__(self, name: str, in_channels: int = 3, image_size: int = 32, y_dim: int = 64):
         super().__init__()
         check_image_shape(name, in_channels, image_size)
-        self.config = {
+        self.config: dict[str, Any] = {
             "name": name,
             "in_channels": in_channels,
             "image_size": image_size,

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from dim.nets.encoders import Encoder
 
 TAPS = ("conv", "fc", "y")  # the encoder outputs that classifiers read
 
@@ -47,16 +52,17 @@ class OnlineProbes(nn.Module):
         mask = labels >= 0
         n = mask.sum().clamp(min=1)
         safe = labels.clamp(min=0)
-        loss = sum(
+        per_head = [
             (F.cross_entropy(v, safe, reduction="none") * mask).sum() / n for v in logits.values()
-        )
+        ]
+        loss = functools.reduce(operator.add, per_head)
         if not bool(mask.any()):
             return loss, {}
         acc = {k: (v.argmax(1) == labels)[mask].float().mean() for k, v in logits.items()}
         return loss, acc
 
 
-def feature_dims(encoder: nn.Module) -> dict[str, int]:
+def feature_dims(encoder: Encoder) -> dict[str, int]:
     conv = int(torch.tensor(encoder.conv_shape).prod())
     return {"conv": conv, "fc": encoder.fc_dim, "y": encoder.y_dim}
 
