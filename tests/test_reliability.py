@@ -1,18 +1,227 @@
-"""No lost work: graceful stop on signals, atomic checkpoints, exact resume, non-finite losses."""
+"""No lost work: atomic checkpoints, preemption at any moment (``resume`` trains to the configured
+end, bit-identical to a run never interrupted: every weight, Adam moment and logged curve), SIGKILL
+during a checkpoint write, exact resume with augmentation in workers or on the device."""
+
+from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import BIN, TINY, compose_train, run_cli
+from preemption_helpers import Preempt, install
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim.reliability as reliability
-from dim.methods.dim import DIMModule, NonFiniteLossError
+from dim.cli.train import main as train_main
 from dim.training import train
+
+HERE = Path(__file__).parent
+# 64 images / batch 16 = 4 steps an epoch; 3 epochs; validation and the kNN monitor every epoch.
+BASE = [*TINY, "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
+BY_STEPS = [*BASE, "trainer.max_epochs=-1", "trainer.max_steps=12"]
+BY_EPOCHS = [*BASE, "trainer.max_epochs=3"]
+PERIODIC = [*BY_STEPS, "callbacks.checkpoint.every_n_train_steps=3"]
+ON_DEVICE = [*BY_STEPS, "data_on_device=true"]
+
+_straight: dict[tuple[str, ...], Path] = {}
+
+
+def straight_run(overrides: list[str], tmp_path_factory) -> Path:
+    """The uninterrupted run of a configuration (trained once per session)."""
+    key = tuple(overrides)
+    if key not in _straight:
+        run = tmp_path_factory.mktemp("straight")
+        train(compose_train(overrides), run, None)
+        _straight[key] = run
+    return _straight[key]
+
+
+def interrupted(overrides, run, monkeypatch, point, step, sig=signal.SIGTERM) -> int:
+    """Train until the signal stops the run; returns the exit code train() asked for."""
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt(point, step, sig))
+        with pytest.raises(SystemExit) as stop:
+            train(compose_train(overrides), run, None)
+    return stop.value.code
+
+
+def resume(overrides, run) -> None:
+    train(compose_train(overrides), run, run / "checkpoints/last.ckpt")
+
+
+def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {t: sorted((e.step, e.value) for e in ea.Scalars(t)) for t in ea.Tags()["scalars"]}
+
+
+def assert_same_training(
+    straight: Path, run: Path, steps: int = 12, relogged: bool = False
+) -> None:
+    """Same final state and curves; ``relogged``: steps between the last checkpoint and a kill
+    were logged twice, with the same values."""
+    a = torch.load(straight / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert b["global_step"] == a["global_step"] == steps
+    for key, value in a["state_dict"].items():  # encoder, critics, prior D, probes
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+            assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    ca, cb = curves(straight), curves(run)
+    assert ca.keys() == cb.keys()
+    for tag in ca:  # train losses and probes every step; validation and kNN every epoch
+        if relogged:
+            assert sorted(set(ca[tag])) == sorted(set(cb[tag])), tag
+        else:
+            assert ca[tag] == cb[tag], tag
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (straight / "checkpoints").iterdir()
+    )  # no last-v1.ckpt beside last.ckpt
+
+
+# (configuration, where the signal arrives, at which step, the step the checkpoint holds)
+CASES = {
+    "first epoch": (BY_STEPS, "step", 2, 2),
+    "second epoch": (BY_STEPS, "step", 6, 6),
+    "last step of an epoch": (BY_STEPS, "step", 4, 4),
+    "during validation": (BY_STEPS, "validation", 8, 8),
+    "during the kNN monitor": (BY_STEPS, "knn", 4, 4),
+    "during an epoch-end checkpoint write": (BY_STEPS, "checkpoint", 8, 8),
+    "during a periodic checkpoint write": (PERIODIC, "checkpoint", 3, 3),
+    "first epoch, run bounded by epochs": (BY_EPOCHS, "step", 1, 1),
+    "epoch end, run bounded by epochs": (BY_EPOCHS, "validation", 4, 4),
+    "first epoch, data on the device": (ON_DEVICE, "step", 3, 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_after_a_signal_anywhere_equals_the_straight_run(
+    case, tmp_path, tmp_path_factory, monkeypatch, capsys
+):
+    overrides, point, step, saved = CASES[case]
+    straight = straight_run(overrides, tmp_path_factory)
+    assert interrupted(overrides, tmp_path, monkeypatch, point, step) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert f"Stopped by SIGTERM at step {saved}; checkpoint saved to " in err
+    assert f"Continue with: dim-train resume={tmp_path}" in err
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == saved
+    resume(overrides, tmp_path)
+    assert "Training finished." in capsys.readouterr().out
+    assert_same_training(straight, tmp_path)
+
+
+def test_two_interruptions_and_sigint_resume_exactly(tmp_path, tmp_path_factory, monkeypatch):
+    straight = straight_run(BY_STEPS, tmp_path_factory)
+    assert interrupted(BY_STEPS, tmp_path, monkeypatch, "step", 1) == 128 + signal.SIGTERM
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt("step", 7, signal.SIGINT))
+        with pytest.raises(SystemExit) as stop:
+            resume(BY_STEPS, tmp_path)
+    assert stop.value.code == 128 + signal.SIGINT
+    resume(BY_STEPS, tmp_path)
+    assert_same_training(straight, tmp_path)
+
+
+def test_signal_at_the_last_step_finishes_and_resume_has_nothing_to_do(
+    tmp_path, monkeypatch, capsys
+):
+    with monkeypatch.context() as m:
+        install(m.setattr, Preempt("step", 12))
+        train(compose_train(BY_STEPS), tmp_path, None)  # the run ends here anyway: no stop
+    assert "Training finished." in capsys.readouterr().out
+    (tmp_path / "encoder.pt").unlink()  # as if killed before the export
+    resume(BY_STEPS, tmp_path)
+    out = capsys.readouterr().out
+    assert "Nothing to train: already at step 12 of 12 (trainer.max_steps)" in out
+    assert "Training finished." not in out
+    assert (tmp_path / "encoder.pt").is_file()
+
+
+def test_resumed_run_that_stops_early_says_why(tmp_path, monkeypatch, capsys):
+    assert interrupted(BY_STEPS, tmp_path, monkeypatch, "step", 2) == 128 + signal.SIGTERM
+    resume([*BY_STEPS, "+trainer.max_time=00:00:00:00"], tmp_path)
+    out = capsys.readouterr().out
+    assert "Training stopped early at step 2 (configured end: step 12): trainer.max_time" in out
+
+
+def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
+    tmp_path, tmp_path_factory
+):
+    """Killed while writing the step-6 checkpoint: the half-written file is never resumed from;
+    resume continues from step 3 and is exact from there."""
+    straight = straight_run(PERIODIC, tmp_path_factory)
+    script = (
+        "import os, signal, sys, torch, dim.reliability as r\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from conftest import compose_train\n"
+        "from dim.training import train\n"
+        "save = torch.save\n"
+        "def half(obj, f, *a, **k):\n"
+        "    if obj['global_step'] == 6:\n"
+        "        f.write(b'half a checkpoint'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    save(obj, f, *a, **k)\n"
+        "r.torch.save = half\n"
+        f"train(compose_train({PERIODIC!r}), __import__('pathlib').Path({str(tmp_path)!r}), None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
+    resume(PERIODIC, tmp_path)
+    assert_same_training(straight, tmp_path, relogged=True)
+
+
+def test_ddp_resume_after_a_signal_in_the_first_epoch(tmp_path, tmp_path_factory):
+    """Two gloo processes under torchrun; only rank 0 gets SIGTERM, both stop at the same step."""
+    overrides = [*BY_STEPS, "trainer=ddp_cpu", "callbacks.knn.every_n_epochs=0"]
+    args = tmp_path / "overrides.json"
+    args.write_text(json.dumps(overrides))
+
+    def torchrun(run: Path, resume: bool, *point: str) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2"]
+        cmd += [str(HERE / "preemption_helpers.py"), str(args), str(run), str(int(resume))]
+        env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+        return subprocess.run([*cmd, *point], capture_output=True, text=True, env=env)
+
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert torchrun(straight, False).returncode == 0
+    stopped = torchrun(run, False, "step", "1")
+    assert stopped.returncode != 0 and "Stopped by SIGTERM at step 1" in stopped.stderr
+    done = torchrun(run, True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_training(straight, run)
+
+
+def test_cli_resume_with_nothing_left_says_so(tiny_run, in_process):
+    run, _ = tiny_run
+    steps = json.loads((run / "metrics.json").read_text())["global_step"]
+    code, out, err = in_process(train_main, f"resume={run}")
+    assert code == 0, err[-2000:]
+    assert f"already at epoch 1 of 1 (trainer.max_epochs), step {steps}" in out
+    assert "Training finished." not in out
+
+
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        ([*BY_EPOCHS, "trainer.max_epochs=1"], BY_EPOCHS),  # a finished run, extended
+        ([*BY_STEPS, "trainer.max_steps=6"], BY_STEPS),  # ... ended by max_steps mid-epoch
+    ],
+)
+def test_extending_a_finished_run_equals_the_straight_run(first, then, tmp_path, tmp_path_factory):
+    """End-of-training work (projector, final checkpoint) leaves the resumable state as it was."""
+    straight = straight_run(then, tmp_path_factory)
+    train(compose_train(first), tmp_path, None)
+    resume(then, tmp_path)
+    assert_same_training(straight, tmp_path)
 
 
 def test_atomic_checkpoint_survives_a_crash_while_saving(tmp_path, monkeypatch):
@@ -43,8 +252,9 @@ def _start_long_run(run):
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_a_checkpoint_and_exits_with_resume_hint(tmp_path, sig):
+def test_sigterm_to_the_console_script_saves_and_resume_finishes(tmp_path):
+    """The real process, a real signal at whatever step it has reached."""
+    sig = signal.SIGTERM
     run = tmp_path / "run"
     proc = _start_long_run(run)
     proc.send_signal(sig)
@@ -53,51 +263,9 @@ def test_signal_saves_a_checkpoint_and_exits_with_resume_hint(tmp_path, sig):
     assert f"Continue with: dim-train resume={run}" in err and "Traceback" not in err
     step = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"]
     assert step > 0
-    if sig == signal.SIGTERM:  # the saved state resumes
-        resumed = run_cli("dim-train", f"resume={run}", f"trainer.max_epochs={step // 4 + 2}")
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert json.loads((run / "metrics.json").read_text())["global_step"] == (step // 4 + 2) * 4
-
-
-def _losses(run):
-    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
-    ea.Reload()
-    tags = [t for t in ea.Tags()["scalars"] if t.startswith("train/")]
-    return {t: {e.step: e.value for e in ea.Scalars(t)} for t in tags}
-
-
-def _assert_same_training(a_ckpt, b_ckpt) -> None:
-    a = torch.load(a_ckpt, weights_only=True)
-    b = torch.load(b_ckpt, weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    # Every weight and buffer: encoder, critics, prior discriminator, probes.
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
-    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        for pa, pb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
-            assert torch.equal(pa["exp_avg"], pb["exp_avg"])
-
-
-# Stopped at an epoch end (after 4 of 8 steps) and in the middle of the second epoch (6 of 8).
-@pytest.mark.parametrize("stop", ["trainer.max_epochs=1", "trainer.max_steps=6"])
-def test_exact_resume_equals_a_straight_run(tmp_path, stop):
-    """Both ways, 2 epochs straight and stopped + ``resume`` give identical training."""
-    det = [*TINY, "trainer.deterministic=true", "callbacks.checkpoint.every_n_train_steps=3"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    assert (
-        run_cli("dim-train", *det, "trainer.max_epochs=2", f"hydra.run.dir={straight}").returncode
-        == 0
-    )
-    first = run_cli("dim-train", *det, "trainer.max_epochs=2", stop, f"hydra.run.dir={split}")
-    assert first.returncode == 0, first.stderr[-3000:]
-    saved = torch.load(split / "checkpoints/last.ckpt", weights_only=True)
-    assert saved["global_step"] == (4 if "epochs" in stop else 6)
-    proc = run_cli("dim-train", f"resume={split}", "trainer.max_epochs=2", "trainer.max_steps=-1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same_training(straight / "checkpoints/last.ckpt", split / "checkpoints/last.ckpt")
-    la, lb = _losses(straight), _losses(split)
-    for tag in ("train/loss/local", "train/loss/prior_discriminator", "train/probe/acc_y"):
-        assert la[tag] == lb[tag], tag
+    resumed = run_cli("dim-train", f"resume={run}", f"trainer.max_epochs={step // 4 + 2}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == (step // 4 + 2) * 4
 
 
 @pytest.mark.parametrize("on_device", [False, True])
@@ -127,62 +295,5 @@ def test_mid_epoch_resume_is_exact_with_augmentation_and_workers(tmp_path, monke
     train(compose_train([*overrides, "trainer.max_steps=6"]), tmp_path / "first", None)
     first = tmp_path / "first/checkpoints/last.ckpt"
     assert torch.load(first, weights_only=True)["global_step"] == 6  # mid-epoch
-    train(compose_train(overrides), tmp_path / "resumed", first)
-    _assert_same_training(
-        tmp_path / "straight/checkpoints/last.ckpt", tmp_path / "resumed/checkpoints/last.ckpt"
-    )
-
-
-def _nan_at_step(monkeypatch, step):
-    original = DIMModule.compute_losses
-    fired = []
-
-    def compute_losses(self, x, labels):
-        out = original(self, x, labels)
-        if self.training and self.global_step == step and not fired:
-            fired.append(True)
-            out["local_loss"] = out["local_loss"] * float("nan")
-            out["encoder_loss"] = out["encoder_loss"] + out["local_loss"]
-        return out
-
-    monkeypatch.setattr(DIMModule, "compute_losses", compute_losses)
-
-
-def test_nonfinite_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    _nan_at_step(monkeypatch, 2)
-    cfg = compose_train([*TINY, "callbacks.checkpoint.every_n_train_steps=1"])
-    with pytest.raises(NonFiniteLossError, match="'local' became nan at step 2"):
-        train(cfg, tmp_path, None)
-    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2
-    assert all(
-        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
-    )
-
-
-def test_nonfinite_skip_policy_skips_and_counts(tmp_path, monkeypatch):
-    _nan_at_step(monkeypatch, 1)
-    cfg = compose_train([*TINY, "optim.on_nonfinite=skip", "trainer.max_steps=3"])
-    metrics = train(cfg, tmp_path, None)
-    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 3 and ckpt["skipped_steps"] == 1
-    assert metrics["train/skipped_steps"] == 1.0
-
-
-def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path):
-    run = tmp_path / "run"
-    args = [*TINY, "trainer.max_epochs=500", "callbacks.checkpoint.every_n_train_steps=2"]
-    proc = subprocess.Popen([str(BIN / "dim-train"), *args, f"hydra.run.dir={run}"])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "checkpoints/last.ckpt").exists():
-        time.sleep(0.2)
-    time.sleep(2.0)
-    proc.kill()
-    proc.wait(timeout=60)
-    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)  # intact, loadable
-    saved = ckpt["global_step"]
-    logged = max(max(steps) for steps in _losses(run).values())  # last step that ran
-    assert saved >= 2 and logged + 1 - saved <= 2  # at most one interval (2 steps) lost
-    proc = run_cli("dim-train", f"resume={run}", f"trainer.max_steps={saved + 3}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == saved + 3
+    train(compose_train(overrides), tmp_path / "first", first)  # as resume does: same run dir
+    assert_same_training(tmp_path / "straight", tmp_path / "first", steps=8)

@@ -24,7 +24,7 @@ from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.methods.dim import DIMModule
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "paper_presets.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "paper_presets.md"
 DATASETS = {  # dataset -> (encoder, image size, epochs)
     "cifar10": ("basic32", 32, 1000),
     "cifar100": ("basic32", 32, 1000),
