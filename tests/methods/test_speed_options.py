@@ -130,8 +130,8 @@ def test_device_data_pads_like_center_crop_and_refuses_what_it_cannot_reproduce(
 
 @pytest.mark.parametrize("name", ["mnist", "stl10"])
 def test_device_data_matches_the_dataloader_on_mnist_and_stl10(name, tmp_path, monkeypatch):
-    from dataset_fixtures import write_mnist, write_stl10
     from conftest import compose_train
+    from dataset_fixtures import write_mnist, write_stl10
 
     if name == "mnist":
         write_mnist(tmp_path)
