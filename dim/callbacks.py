@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from torch import nn
 from torch.utils.data import Subset
 
 from dim.eval.features import TAPS, Features, extract_features
@@ -76,6 +77,13 @@ def interleave(gathered: torch.Tensor, n: int) -> torch.Tensor:
     return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
 
 
+def _encoder(pl_module: pl.LightningModule) -> nn.Module:
+    """The encoder of a method module (:class:`dim.methods.base.MethodModule`)."""
+    encoder = pl_module.encoder
+    assert isinstance(encoder, nn.Module)
+    return encoder
+
+
 def _shared_features(
     trainer: pl.Trainer, pl_module: pl.LightningModule, dataset, limit: int
 ) -> Features:
@@ -83,7 +91,7 @@ def _shared_features(
     n = min(len(dataset), int(limit))
     world, rank = trainer.world_size, trainer.global_rank
     share = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
-    feats = extract_features(pl_module.encoder, share, 256, pl_module.device, n)
+    feats = extract_features(_encoder(pl_module), share, 256, pl_module.device, n)
     if world == 1:
         return feats
     per_rank = -(-n // world)
@@ -142,7 +150,7 @@ class KNNMonitor(pl.Callback):
         if not self._due(trainer) or splits is None or not splits.num_classes:
             return
         device = pl_module.device
-        bank = _shared_features(trainer, pl_module, splits.eval_train, self.max_train)
+        bank = _shared_features(trainer, pl_module, splits.eval_dataset("train"), self.max_train)
         queries = _shared_features(trainer, pl_module, splits.val, self.max_val)
         bank, queries = bank.labelled(), queries.labelled()
         if len(bank) == 0 or len(queries) == 0:
@@ -182,7 +190,7 @@ class EmbeddingProjector(pl.Callback):
         with torch.no_grad():
             projector_from_dataset(
                 writer,
-                pl_module.encoder,
+                _encoder(pl_module),
                 splits.val,
                 self.num_images,
                 pl_module.device,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from dim.errors import DimError
 from dim.nets.encoders import Encoder, build_encoder
@@ -71,7 +70,7 @@ def encoder_config_from_checkpoint(ckpt: dict[str, Any], path: Path) -> dict[str
     }
 
 
-def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:
     """Load a trained encoder from a run dir, a Lightning checkpoint or an ``encoder.pt``.
 
     Returns the encoder in eval mode; its forward maps images to {"local", "conv", "fc", "y"}.

@@ -6,13 +6,16 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loops.progress import _ProcessedTracker
 
 PARTIAL = ".tmp-"  # a checkpoint being written: .<name>.tmp-<pid>
 
@@ -40,7 +43,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # ---- RNG state, stored as tensors / plain values so checkpoints load with weights_only=True ----
 def collect_rng_states() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)  # numpy's stubs type the no-argument call as a dict
+    assert isinstance(np_state, tuple)  # the legacy global generator (MT19937) gives a tuple
     py_version, py_state, py_gauss = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -95,12 +99,18 @@ class StopRequest:
         self._previous = {}
 
 
+def _epochs_processed(trainer: pl.Trainer) -> int:
+    """Epochs the fit loop has processed (its epoch tracker is a ``_ProcessedTracker``, which
+    Lightning's ``_Progress.current`` annotation does not say)."""
+    return cast("_ProcessedTracker", trainer.fit_loop.epoch_progress.current).processed
+
+
 def training_done(trainer: pl.Trainer) -> bool:
     """Whether the fit loop ends at this point anyway (``max_steps`` / ``max_epochs`` reached)."""
     max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
     if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
         return True
-    epochs_done = trainer.fit_loop.epoch_progress.current.processed
+    epochs_done = _epochs_processed(trainer)
     return max_epochs is not None and max_epochs >= 0 and epochs_done >= max_epochs
 
 
@@ -132,7 +142,7 @@ class GracefulStop(Checkpoint):
     @staticmethod
     def _point(trainer: pl.Trainer) -> tuple[int, int]:
         # (step, epochs processed): an epoch's last step and its end are different points
-        return trainer.global_step, trainer.fit_loop.epoch_progress.current.processed
+        return trainer.global_step, _epochs_processed(trainer)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.ckpt_dir.is_dir():  # left by a kill during a write

@@ -9,7 +9,6 @@ no run directory left behind.  The work itself is :mod:`dim.mine.run`.
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import hydra
@@ -61,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

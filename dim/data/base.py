@@ -7,10 +7,10 @@ dataset yields ``(image, label)`` items with ``label = -1`` for unlabelled image
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch.utils.data import Dataset
 
@@ -45,6 +45,18 @@ class Splits:
     def __post_init__(self) -> None:
         if self.eval_train is None:
             self.eval_train = self.train
+
+    def eval_dataset(self, split: str) -> Dataset:
+        """What evaluations encode: ``eval_train`` for ``train``, ``val`` for any other split."""
+        if split != "train":
+            return self.val
+        assert self.eval_train is not None  # set by __post_init__
+        return self.eval_train
+
+
+def dataset_len(dataset: Dataset) -> int:
+    """``len`` of a map-style dataset (torch's ``Dataset`` type does not declare ``__len__``)."""
+    return len(cast(Sized, dataset))
 
 
 Source = Callable[[dict[str, Any]], Splits]

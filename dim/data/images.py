@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dim.data.base import dataset_len
 from dim.data.sampling import ResumableSampler, SeededSamples, StreamPosition
 from dim.data.sources import build_splits
 from dim.errors import DimError
@@ -38,9 +39,10 @@ class ImageDataModule(pl.LightningDataModule):
             raise DimError(
                 f"data.batch_size must be >= 2 (negatives need other images), got {self.batch_size}"
             )
-        if len(self.splits.train) < self.batch_size:
+        n_train = dataset_len(self.splits.train)
+        if n_train < self.batch_size:
             raise DimError(
-                f"the training split has {len(self.splits.train)} images, fewer than one batch of "
+                f"the training split has {n_train} images, fewer than one batch of "
                 f"{self.batch_size}; lower data.batch_size"
             )
 

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dim.data.base import dataset_len
 from dim.errors import DimError
 from dim.eval.features import TAPS, Features, extract_features
 from dim.eval.source import EncoderSource
 
 if TYPE_CHECKING:
     from dim.data.sources import Splits
+    from dim.nets.encoders import Encoder
 
 
 @dataclass
@@ -35,13 +37,13 @@ class EvalContext:
     _cache: dict[str, Features] = field(default_factory=dict)
 
     @property
-    def encoder(self) -> torch.nn.Module:
+    def encoder(self) -> Encoder:
         return self.source.encoder
 
     def features(self, split: str) -> Features:
         """Frozen features of ``train`` or ``test`` (computed on first use)."""
         if split not in self._cache:
-            dataset = self.splits.eval_train if split == "train" else self.splits.val
+            dataset = self.splits.eval_dataset(split)
             limit = self.max_train if split == "train" else self.max_test
             self._cache[split] = extract_features(
                 self.encoder, dataset, self.batch_size, self.device, limit
@@ -50,9 +52,9 @@ class EvalContext:
 
     def dataset(self, split: str) -> torch.utils.data.Dataset:
         """The image dataset of ``train`` or ``test``, cut to ``max_train`` / ``max_test``."""
-        dataset = self.splits.eval_train if split == "train" else self.splits.val
+        dataset = self.splits.eval_dataset(split)
         limit = self.max_train if split == "train" else self.max_test
-        if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
+        if limit is not None and limit < dataset_len(dataset):
             dataset = torch.utils.data.Subset(dataset, range(int(limit)))
         return dataset
 

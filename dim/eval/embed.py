@@ -49,7 +49,7 @@ def write_embedding(
     source = load_source(run, init, seed)
     data = data_config(source.run_data, data_group, data_patches)
     splits = build_eval_splits(data, source.config)
-    dataset = splits.eval_train if split == "train" else splits.val
+    dataset = splits.eval_dataset(split)
     dev = resolve_device(device)
     feats = extract_features(source.encoder, dataset, batch_size, dev, limit)
     arrays = {

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 from dim.checkpoints import ENCODER_FORMAT, _safe_load, load_encoder, resolve_path
 from dim.errors import DimError
-from dim.nets.encoders import build_encoder
+from dim.nets.encoders import Encoder, build_encoder
 
 if TYPE_CHECKING:
     from dim.data.sources import Splits
@@ -30,7 +29,7 @@ INITS = ("trained", "random")
 class EncoderSource:
     """An encoder ready for evaluation and where it came from."""
 
-    encoder: nn.Module
+    encoder: Encoder
     path: Path  # the resolved file (encoder.pt or .ckpt)
     init: str  # "trained" or "random"
     run_data: dict[str, Any] | None = None  # the training run's data config, if found

@@ -23,7 +23,7 @@ import torch
 
 from dim.bounds import bound_names
 from dim.errors import DimError
-from dim.mine.critics import build_critic
+from dim.mine.critics import Critic, build_critic
 from dim.mine.ksg import ksg_mi
 from dim.mine.pairs import MIN_SAMPLES, Staircase, validate_pairs
 from dim.mine.result import CurvePoint, MIEstimate
@@ -201,7 +201,7 @@ def _critic_and_bound(
     tau: float,
     momentum: float,
     seed: int,
-) -> tuple[torch.nn.Module, Callable]:
+) -> tuple[Critic, Callable]:
     """A seeded critic (without touching the caller's global RNG state) and the bound."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

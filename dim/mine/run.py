@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +19,9 @@ from dim.mine.critics import CRITIC_DEFAULTS
 from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase
 from dim.mine.pairs import Staircase, load_pairs
 from dim.mine.result import CurvePoint, MIEstimate
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 CONFIG_MODULE = "dim.configs.mine"
 
@@ -39,11 +42,16 @@ def register_bound_configs() -> None:
             store.store(group="bound", name=name, node={"name": name})
 
 
+def _to_dict(node: DictConfig) -> dict[str, Any]:
+    """A config mapping as a plain resolved dict (its keys are config names: strings)."""
+    out = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(out, dict)  # a DictConfig converts to a dict
+    return cast("dict[str, Any]", out)
+
+
 def critic_settings(model: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """``estimate_mi`` critic arguments from the ``model`` config (nulls: the critic's defaults)."""
-    m = dict(
-        OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else model
-    )
+    m = dict(_to_dict(model) if isinstance(model, DictConfig) else model)
     name = m.pop("critic")
     if name not in CRITIC_DEFAULTS:
         raise DimError(f"unknown critic '{name}'; choose one of: {', '.join(CRITIC_DEFAULTS)}")
@@ -55,9 +63,9 @@ def critic_settings(model: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
 def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MIEstimate]:
     """Run the estimate a ``dim-mine`` config describes; returns (data source, estimate)."""
-    train = OmegaConf.to_container(cfg.train, resolve=True)
+    train = _to_dict(cfg.train)
     split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "standardize")}
-    bound = dict(OmegaConf.to_container(cfg.bound, resolve=True))
+    bound = _to_dict(cfg.bound)
     name = bound.pop("name")
     critic = critic_settings(cfg.model)
     common = {**critic, **bound, "seed": cfg.seed, "threads": cfg.threads, "on_point": on_point}
@@ -80,7 +88,8 @@ class TensorBoardCurves:
     run that fails on its input leaves no event file behind."""
 
     def __init__(self, folder: Path, enabled: bool = True) -> None:
-        self.folder, self.enabled, self.writer = folder, enabled, None
+        self.folder, self.enabled = folder, enabled
+        self.writer: SummaryWriter | None = None
 
     def scalar(self, tag: str, value: float | None, step: int) -> None:
         """One scalar (skipped when disabled or ``value`` is None)."""
