@@ -153,10 +153,11 @@ def stopped_early(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
         return None
     max_steps, max_epochs = _end(cfg)
     end = f"step {max_steps}" if max_steps >= 0 else f"epoch {max_epochs}"
-    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    # Trainer.callbacks is set by Lightning's callback connector; the class does not declare it
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]  # type: ignore[attr-defined]
     why = (
         "trainer.max_time was reached"
-        if any(t.time_remaining() is not None and t.time_remaining() <= 0 for t in timers)
+        if any((left := t.time_remaining()) is not None and left <= 0 for t in timers)
         else "a callback set trainer.should_stop"
     )
     return f"stopped early at step {trainer.global_step} (configured end: {end}): {why}"
@@ -176,7 +177,7 @@ def _train(
     cfg: DictConfig, run_dir: Path, ckpt_path: Path | None, request: StopRequest
 ) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    data = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
+    data: ImageDataModule | DeviceDataModule = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
     if cfg.data_on_device:
         data = DeviceDataModule(data)
     module = DIMModule(
@@ -230,7 +231,7 @@ def finish_without_training(
     cfg: DictConfig, run_dir: Path, ckpt_path: Path, why: str
 ) -> dict[str, Any]:
     """A resumed run with nothing left to train: say so; write a missing ``encoder.pt``."""
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by lightning_utilities
         if cfg.export_encoder and not (run_dir / "encoder.pt").is_file():
             save_encoder(load_encoder(ckpt_path), run_dir / "encoder.pt", {"run_dir": str(run_dir)})
         print(

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def _config_keys(config_module: str, config_name: str, overrides: list[str]) -> 
     return [k.rstrip(".") for k in walk(OmegaConf.to_container(cfg, resolve=False), "")]
 
 
-def _closest(word: str, choices: list[str]) -> str:
+def _closest(word: str, choices: Sequence[str]) -> str:
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {match[0]}?)" if match else ""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +31,7 @@ def export(cfg: DictConfig) -> Path:
     source = load_source(cfg.run)
     if out.exists() and out.resolve() == source.path.resolve():
         raise DimError(f"out={cfg.out} is the file being exported; choose another path")
-    extra = {
+    extra: dict[str, Any] = {
         "source": str(source.path.resolve()),
         "exported": datetime.now().isoformat(timespec="seconds"),
     }

@@ -81,13 +81,14 @@ def resumed_config(run: Path, overrides: list[str]) -> DictConfig:
         )
     OmegaConf.set_struct(cfg, True)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(keys))
+        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(keys))
     except OmegaConfBaseException as err:
         raise DimError(
             f"cannot apply {keys} to the resumed run: {str(err).splitlines()[0]}"
         ) from None
-    cfg.resume = str(run)
-    return cfg
+    assert isinstance(merged, DictConfig)  # merging into a DictConfig gives a DictConfig
+    merged.resume = str(run)
+    return merged
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="train")
@@ -107,12 +108,14 @@ def _task(cfg: DictConfig) -> None:
         ckpt = Path(cfg.ckpt_path).expanduser().resolve()
         if not ckpt.is_file():
             raise DimError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-    if rank_zero_only.rank == 0 and not cfg.resume and HydraConfig.get().output_subdir:
+    if (
+        rank_zero_only.rank == 0  # type: ignore[attr-defined]  # set by lightning_utilities
+        and not cfg.resume
+        and (subdir := HydraConfig.get().output_subdir)
+    ):
         # Replace Hydra's copy with the *resolved* config: the run is reproducible from it alone.
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        (run / HydraConfig.get().output_subdir / "config.yaml").write_text(
-            OmegaConf.to_yaml(resolved)
-        )
+        (run / subdir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     train(cfg, run, ckpt)
 
 

@@ -104,8 +104,8 @@ class DeviceBatches:
         batch_seeds = seeds[mine[:: o.batch_size]].tolist()  # a batch's: its first sample's
         g = torch.Generator(device=x_all.device)  # one per epoch, re-seeded per batch
         for b in range(skip, len(self)):
-            sel = on_device[b * o.batch_size : (b + 1) * o.batch_size]
-            yield o.prepare(x_all[sel], True, g.manual_seed(batch_seeds[b])), y_all[sel]
+            rows = on_device[b * o.batch_size : (b + 1) * o.batch_size]
+            yield o.prepare(x_all[rows], True, g.manual_seed(batch_seeds[b])), y_all[rows]
 
 
 class DeviceDataModule(pl.LightningDataModule):

@@ -35,10 +35,11 @@ def _data_configs():
 @functools.cache
 def config_stats(dataset: str) -> Stats:
     """``(mean, std)`` of ``configs/data/<dataset>.yaml``; the folder config's for other names."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     path = _data_configs() / f"{dataset}.yaml"
     cfg = OmegaConf.load(str(path if path.is_file() else _data_configs() / "folder.yaml"))
+    assert isinstance(cfg, DictConfig)  # a data config is a mapping
     if cfg.get("mean") is None:  # digits, synthetic: normalised by their own source
         cfg = OmegaConf.load(str(_data_configs() / "folder.yaml"))
     return tuple(cfg.mean), tuple(cfg.std)

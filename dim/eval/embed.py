@@ -52,7 +52,7 @@ def write_embedding(
     dataset = splits.eval_dataset(split)
     dev = resolve_device(device)
     feats = extract_features(source.encoder, dataset, batch_size, dev, limit)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "conv": feats.conv.numpy().astype(np.float32),
         "fc": feats.fc.numpy().astype(np.float32),
         "y": feats.y.numpy().astype(np.float32),
@@ -61,7 +61,8 @@ def write_embedding(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        # mypy matches the **dict against savez's ``allow_pickle: bool`` too; the keys are names
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     tmp.replace(out)
     print(
         f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in arrays.items())

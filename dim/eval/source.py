@@ -60,7 +60,7 @@ def _exported_data(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def load_source(run: str | Path, init: str = "trained", seed: int = 0) -> EncoderSource:
+def load_source(run: str | Path | None, init: str = "trained", seed: int = 0) -> EncoderSource:
     """Load the encoder to evaluate; ``init=random`` builds a fresh one of the same architecture.
 
     Args:
