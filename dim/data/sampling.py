@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
+from dim.data.base import dataset_len
+
 _SEED_HIGH = 2**62
 
 
@@ -106,7 +108,7 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch, skip = self.position.start_epoch()
-        perm, seeds = epoch_order(len(self.dataset), self.seed, epoch)  # type: ignore[arg-type]
+        perm, seeds = epoch_order(dataset_len(self.dataset), self.seed, epoch)
         mine = shard(perm, self.rank, self.num_replicas)[skip * self.batch_size :]
         return iter(zip(mine.tolist(), seeds[mine].tolist(), strict=True))
 
@@ -119,7 +121,7 @@ class SeededSamples(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return dataset_len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key

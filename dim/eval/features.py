@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from dim.data.base import dataset_len
 from dim.errors import DimError
 from dim.nets.probes import TAPS
 
@@ -54,7 +55,7 @@ class Indexed(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return dataset_len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         return self.dataset[i][0], i
@@ -74,7 +75,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def _head(dataset: Dataset, limit: int | None) -> Dataset:
-    if limit is None or limit >= len(dataset):  # type: ignore[arg-type]
+    if limit is None or limit >= dataset_len(dataset):
         return dataset
     return torch.utils.data.Subset(dataset, range(int(limit)))
 
@@ -102,7 +103,7 @@ def extract_features(
         :class:`Features` in dataset order.
     """
     dataset = _head(dataset, limit)
-    if len(dataset) == 0:  # type: ignore[arg-type]
+    if dataset_len(dataset) == 0:
         raise DimError("the dataset split is empty: nothing to encode")
     was_training = encoder.training
     encoder.eval().to(device)

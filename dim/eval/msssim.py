@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from dim.data.base import dataset_len
 from dim.errors import DimError
 from dim.eval.classifiers import seeded
 from dim.eval.context import EvalContext
@@ -161,7 +162,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 @torch.no_grad()
 def _range(dataset: torch.utils.data.Dataset, limit: int = 2048) -> tuple[float, float]:
     """Min and max pixel value over the first ``limit`` training images."""
-    head = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))  # type: ignore[arg-type]
+    head = torch.utils.data.Subset(dataset, range(min(limit, dataset_len(dataset))))
     lo, hi = math.inf, -math.inf
     for images, _ in DataLoader(head, batch_size=512):
         lo, hi = min(lo, float(images.min())), max(hi, float(images.max()))
