@@ -91,7 +91,7 @@ def test_two_processes_equal_one_process(bound_name, tmp_path):
 
 def test_ddp_cpu_training_end_to_end_with_resume(tmp_path):
     run = tmp_path / "ddp"
-    proc = run_cli("dim-train", *TINY, "trainer=ddp_cpu", f"hydra.run.dir={run}")
+    proc = run_cli("dim-train", *TINY, "trainer=ddp_cpu", f"hydra.run.dir={run}", real=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # 64 images, batch 16 per process, 2 processes: 2 steps per epoch.
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
@@ -99,7 +99,7 @@ def test_ddp_cpu_training_end_to_end_with_resume(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # exactly one run dir
     assert not list(run.glob("*ddp_process*"))  # only rank zero writes files
     _assert_knn_equals_one_process(run)
-    proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2")
+    proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2", real=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
 

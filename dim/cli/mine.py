@@ -18,8 +18,6 @@ from dim.cli.common import launch, run_dir, user_errors
 from dim.errors import DimError
 from dim.mine.run import CONFIG_MODULE, register_bound_configs, summary
 
-register_bound_configs()
-
 # `critic=separable`, `critic.type=...`, `critic.hidden=...`: the critic settings moved to `model`.
 _OLD_CRITIC = re.compile(r"^[+~]?critic(?:[./](?P<key>[^=]+))?(?:=(?P<value>.*))?$")
 
@@ -56,6 +54,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-mine``."""
+    register_bound_configs()  # here, not at import: Hydra's ConfigStore is process-wide
     launch(_task, CONFIG_MODULE, "mine", prepare_argv)
 
 

@@ -8,7 +8,6 @@ from conftest import TINY, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim
-from dim.cli.train import main as train_main
 
 
 def _scalars(tb_dir, tag):
@@ -113,16 +112,15 @@ def test_ckpt_path_starts_a_new_run_dir(tiny_run, tmp_path):
         (["ckpt_path={garbage}"], "cannot read"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_leaves_nothing(
-    tiny_run, tmp_path, in_process, args, message
-):
+def test_bad_input_gives_one_line_error_and_leaves_nothing(tiny_run, tmp_path, args, message):
     ckpt = tiny_run[0] / "checkpoints" / "last.ckpt"
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint" * 100)
     args = [a.format(tmp=tmp_path, ckpt=ckpt, garbage=garbage) for a in args]
     out = tmp_path / "out"
     base = [a for a in TINY if not a.startswith("data")] if args[0].startswith("data=") else TINY
-    code, _, stderr = in_process(train_main, *base, *args, f"hydra.run.dir={out}")
+    proc = run_cli("dim-train", *base, *args, f"hydra.run.dir={out}")
+    code, stderr = proc.returncode, proc.stderr
     assert code == 2, stderr[-2000:]
     err = stderr.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], stderr[-2000:]
@@ -139,11 +137,12 @@ def test_bad_input_gives_one_line_error_and_leaves_nothing(
     ],
 )
 def test_resume_refuses_an_override_that_changes_what_the_checkpoint_holds(
-    tiny_run, in_process, override, message
+    tiny_run, override, message
 ):
     run = tiny_run[0]
     before = (run / "checkpoints/last.ckpt").read_bytes()
-    code, _, stderr = in_process(train_main, f"resume={run}", "trainer.max_epochs=2", override)
+    proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2", override)
+    code, stderr = proc.returncode, proc.stderr
     assert code == 2, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last and "Traceback" not in stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from conftest import own_bound_options, run_cli
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -21,7 +21,7 @@ from dim.cli import mine as cli
 from dim.errors import DimError
 from dim.mine import ESTIMATORS
 from dim.mine.pairs import gaussian_pairs
-from dim.mine.run import critic_settings
+from dim.mine.run import critic_settings, register_bound_configs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "mine"
 FAST = ["model.hidden=32", "train.max_steps=60", "train.eval_every=20"]
@@ -29,13 +29,17 @@ LAST_LINE = re.compile(r"^I\(X;Y\) ≈ (-?\d+\.\d{3}) nats \((-?\d+\.\d{3}) bits
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_threads():
+def _restore_torch_threads_and_bound_options():
+    """dim-mine sets torch's threads and registers its bound options in Hydra's (process-wide)
+    ConfigStore; a console script is its own process, these tests are not."""
     before = torch.get_num_threads()
-    yield
+    with own_bound_options():
+        yield
     torch.set_num_threads(before)
 
 
 def compose_mine(overrides):
+    register_bound_configs()  # as dim-mine's main does
     with initialize_config_module("dim.configs.mine", version_base="1.3"):
         return compose("mine", overrides=overrides)
 
@@ -126,7 +130,13 @@ def test_old_critic_spelling_is_one_line_naming_the_new_one(
 def test_console_script_on_a_synthetic_task(tmp_path):
     run = tmp_path / "run"
     proc = run_cli(
-        "dim-mine", "data=gaussian", "data.n=1000", "data.mi=1", *FAST, f"hydra.run.dir={run}"
+        "dim-mine",
+        "data=gaussian",
+        "data.n=1000",
+        "data.mi=1",
+        *FAST,
+        f"hydra.run.dir={run}",
+        real=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = LAST_LINE.match(proc.stdout.strip().splitlines()[-1])
@@ -279,7 +289,9 @@ def test_nan_rows_can_be_dropped_on_request(tmp_path, monkeypatch, capsys):
 
 def test_real_console_script_reports_bad_input_with_exit_code_2(tmp_path):
     run = tmp_path / "run"
-    proc = run_cli("dim-mine", f"data.path={tmp_path}/absent.npz", f"hydra.run.dir={run}")
+    proc = run_cli(
+        "dim-mine", f"data.path={tmp_path}/absent.npz", f"hydra.run.dir={run}", real=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: data file not found: {tmp_path}/absent.npz"
