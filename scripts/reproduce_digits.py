@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from dim.eval.runner import evaluate
 from dim.training import train
@@ -75,6 +76,8 @@ def train_one(objective: str, bound: str, epochs: int, seed: int, runs: Path) ->
     with initialize_config_module("dim.configs", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     run.mkdir(parents=True, exist_ok=False)
+    (run / ".hydra").mkdir()  # a run dir like dim-train's: dim-eval reads its data config
+    (run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     train(cfg, run, None)
     return run
 
