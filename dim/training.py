@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -118,6 +120,54 @@ def check_checkpoint(path: Path, module: DIMModule) -> dict[str, Any]:
     return ckpt
 
 
+TRAINER_CHOICES = "trainer=cpu, gpu, ddp (GPUs), ddp_cpu (CPU processes) or multinode"
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``; settings this machine cannot run (a GPU that is
+    not there, an unknown strategy or precision, a device count it cannot give) are a one-line
+    :class:`DimError` instead of Lightning's traceback."""
+    settings = _plain(cfg.trainer)
+    accelerator = str(settings.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise DimError(
+            f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none; "
+            "use trainer=cpu (one process) or trainer=ddp_cpu (CPU processes)"
+        )
+    try:
+        return pl.Trainer(
+            **settings,
+            default_root_dir=str(run_dir),
+            logger=build_loggers(cfg, run_dir),
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except (MisconfigurationException, ValueError, ImportError, TypeError) as err:
+        raise DimError(trainer_error(settings, err)) from None
+
+
+def trainer_error(settings: dict[str, Any], err: BaseException) -> str:
+    """One line naming the trainer setting Lightning refused and what to choose instead."""
+    text = str(err).strip().split("\n")[0].split(". ")[0].rstrip(".")
+    if "Precision" in text:
+        return (
+            f"trainer.precision={settings.get('precision')!r} is not a precision Lightning "
+            "knows; choose 32-true, bf16-mixed, 16-mixed or 64-true"
+        )
+    if "strategy" in text:
+        return (
+            f"trainer.strategy={settings.get('strategy')!r} is not a strategy Lightning knows; "
+            f"choose auto, ddp or ddp_spawn, or {TRAINER_CHOICES}"
+        )
+    accelerator = str(settings.get("accelerator", "auto"))
+    if accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        return (
+            f"trainer.accelerator={accelerator} is not available on this machine ({text}); "
+            "choose cpu, or gpu where CUDA is available"
+        )
+    return f"trainer settings refused ({text}); choose {TRAINER_CHOICES}"
+
+
 def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
     metrics = {}
     for key, value in trainer.callback_metrics.items():
@@ -192,13 +242,7 @@ def _train(
         if done is not None:
             return finish_without_training(cfg, run_dir, ckpt_path, done)
     callbacks = build_callbacks(cfg, run_dir, request)
-    trainer = pl.Trainer(
-        **_plain(cfg.trainer),
-        default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir),
-        callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
-    )
+    trainer = build_trainer(cfg, run_dir, callbacks)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except SIGTERMException:

@@ -171,3 +171,25 @@ def test_quickstart_runs_on_real_digits(tmp_path):
     assert "online probe accuracy (   y)" in proc.stdout
     cfg = (run / ".hydra/config.yaml").read_text()
     assert "name: digits" in cfg and "encoder: basic32" in cfg and "name: infonce" in cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer=gpu", "needs a CUDA GPU and this machine has none; use trainer=cpu"),
+        ("trainer=ddp", "needs a CUDA GPU and this machine has none"),
+        ("trainer.precision=fp8", "trainer.precision='fp8' is not a precision Lightning knows"),
+        ("trainer.strategy=nosuch", "trainer.strategy='nosuch' is not a strategy"),
+        ("trainer.accelerator=tpu", "trainer.accelerator=tpu is not available on this machine"),
+        ("trainer.devices=0", "trainer settings refused"),
+    ],
+)
+def test_trainer_settings_this_machine_cannot_run_are_one_line(tmp_path, override, message):
+    if override in ("trainer=gpu", "trainer=ddp") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    for _ in range(2):  # nothing is left behind that blocks running the same command again
+        proc = run_cli("dim-train", *TINY, override, f"hydra.run.dir={out}")
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and last.startswith("error: ") and message in last, last
+        assert "Traceback" not in proc.stderr and not out.exists()
