@@ -134,6 +134,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
             f"trainer.accelerator={accelerator} needs a CUDA GPU and this machine has none; "
             "use trainer=cpu (one process) or trainer=ddp_cpu (CPU processes)"
         )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if settings.get("sync_batchnorm") and on_cpu:
+        raise DimError(
+            "trainer.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
+            "add trainer.sync_batchnorm=false to train on CPU processes"
+        )
     try:
         return pl.Trainer(
             **settings,
