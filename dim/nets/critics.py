@@ -132,6 +132,22 @@ class PriorDiscriminator(nn.Module):
     def __init__(self, y_dim: int = 64, hidden: tuple[int, ...] = (1000, 200)) -> None:
         super().__init__()
         self.net = mlp(y_dim, hidden, 1, partial(nn.ReLU, inplace=True))  # keys net.0.weight, ...
+        for param in self.net.parameters():
+            param.register_hook(_standard_strides)
 
     def forward(self, v: Tensor) -> Tensor:
         return self.net(v).squeeze(-1)
+
+
+def _standard_strides(grad: Tensor) -> Tensor:
+    """The gradient-penalty's double backward gives the last layer's (1, H) weight a gradient
+    with strides (1, 1): valid, but DDP's reducer wants the parameter's own (H, 1) and warns (and
+    copies) every step.  Re-laid out here, once per step, on a tensor of H numbers."""
+    expected: list[int] = []
+    step = 1
+    for size in reversed(grad.shape):
+        expected.insert(0, step)
+        step *= size
+    if list(grad.stride()) == expected:
+        return grad
+    return grad.clone(memory_format=torch.contiguous_format)

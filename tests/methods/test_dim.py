@@ -100,3 +100,15 @@ def test_online_probe_learns_from_the_labelled_part_of_a_mixed_batch():
     assert (out["probe_acc_y"] * 3).item() == pytest.approx(round(out["probe_acc_y"].item() * 3))
     none = m.compute_losses(torch.randn(8, 3, 32, 32), torch.full((8,), -1))
     assert none["probe_loss"].item() == 0.0 and "probe_acc_y" not in none
+
+
+def test_prior_discriminator_gradients_have_their_parameters_layout():
+    """The gradient penalty's double backward must not leave D's gradients in a layout DDP's
+    reducer has to copy (it warns "Grad strides do not match bucket view strides")."""
+    from dim.nets.critics import PriorDiscriminator
+    from dim.objectives import prior_discriminator_loss
+
+    disc = PriorDiscriminator(64, (32, 16))
+    prior_discriminator_loss(disc, torch.randn(8, 64), gp_weight=1.0).loss.backward()
+    for name, p in disc.named_parameters():
+        assert p.grad.stride() == p.stride(), name
