@@ -17,6 +17,27 @@ from omegaconf import DictConfig, OmegaConf
 from dim.errors import DimError
 
 EXIT_USER_ERROR = 2
+
+
+def config_groups(config_name: str) -> str:
+    """``group: option, ...`` lines for the groups in the defaults list of ``<config_name>.yaml``
+    (the ``--help`` of each command; Hydra's own lists every group of the shared config tree,
+    including those of the other commands)."""
+    from importlib.resources import files
+
+    root = files("dim.configs")
+    defaults = OmegaConf.load(str(root / f"{config_name}.yaml")).defaults
+    groups = sorted(
+        k for entry in defaults if OmegaConf.is_dict(entry) for k in entry if " " not in k
+    )
+    lines = []
+    for group in groups:
+        options = sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml"))
+        lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines) or "(none)"
+
+
+OmegaConf.register_new_resolver("dim_groups", config_groups, replace=True)
 # What Hydra itself puts into a fresh run directory before our task function starts.
 _HYDRA_LITTER = {".hydra"}
 

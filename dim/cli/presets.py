@@ -16,8 +16,6 @@ from __future__ import annotations
 import importlib.resources
 import re
 
-from omegaconf import OmegaConf
-
 from dim.errors import DimError
 
 # paper row -> (objective, bound). The paper names no bound for DIM(G) and DIM(L+G): JSD.
@@ -97,24 +95,3 @@ def rewrite_argv(argv: list[str]) -> list[str]:
         given = {_key(a) for a in argv if a is not arg and "=" in a and not a.startswith("-")}
         out += [o for o in overrides if o.startswith("experiment=") or _key(o) not in given]
     return out
-
-
-def training_groups() -> str:
-    """``group: option, ...`` lines of the groups in ``train.yaml``'s defaults list (for --help).
-
-    Hydra's own help lists every group of the config tree, including ``eval`` and ``mine``,
-    which belong to ``dim-eval`` and ``dim-mine``.
-    """
-    root = _configs()
-    defaults = OmegaConf.load(str(root / "train.yaml")).defaults
-    groups = sorted(
-        k for entry in defaults if OmegaConf.is_dict(entry) for k in entry if " " not in k
-    )
-    lines = []
-    for group in groups:
-        options = sorted(p.name[:-5] for p in (root / group).iterdir() if p.name.endswith(".yaml"))
-        lines.append(f"{group}: {', '.join(options)}")
-    return "\n".join(lines)
-
-
-OmegaConf.register_new_resolver("dim_training_groups", training_groups, replace=True)

@@ -76,6 +76,22 @@ def test_train_help_lists_only_the_training_groups():
     )
 
 
+@pytest.mark.parametrize(
+    "cmd, expected",
+    [
+        ("dim-eval", ["data", "eval", "paths"]),
+        ("dim-embed", ["data", "paths"]),
+        ("dim-export", ["paths"]),
+    ],
+)
+def test_help_of_the_other_commands_lists_only_their_groups(cmd, expected):
+    proc = run_cli(cmd, "--help")
+    assert proc.returncode == 0, proc.stderr
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert [line.split(":")[0] for line in groups.splitlines() if ": " in line] == expected
+    assert proc.stdout.startswith(cmd)
+
+
 def test_misspelt_key_is_one_line_with_a_suggestion():
     proc = run_cli("dim-train", "data=digits", "data.batch_sise=4", "--cfg", "job")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
