@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim.callbacks as eval_callbacks
 import dim.training as training
@@ -58,6 +61,47 @@ def install(monkeypatch_setattr, preempt: Preempt) -> None:
 
     monkeypatch_setattr(training, "build_callbacks", build_callbacks)
     monkeypatch_setattr(eval_callbacks, "_shared_features", shared_features)
+
+
+def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {t: sorted((e.step, e.value) for e in ea.Scalars(t)) for t in ea.Tags()["scalars"]}
+
+
+def assert_same_training(
+    straight: Path, run: Path, steps: int = 12, relogged: bool = False
+) -> None:
+    """Same final state and curves; ``relogged``: steps between the last checkpoint and a kill
+    were logged twice, with the same values."""
+    a = torch.load(straight / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert b["global_step"] == a["global_step"] == steps
+    for key, value in a["state_dict"].items():  # encoder, critics, prior D, probes
+        assert torch.equal(value, b["state_dict"][key]), key
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+            assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    ca, cb = curves(straight), curves(run)
+    assert ca.keys() == cb.keys()
+    for tag in ca:  # train losses and probes every step; validation and kNN every epoch
+        if relogged:
+            assert sorted(set(ca[tag])) == sorted(set(cb[tag])), tag
+        else:
+            assert ca[tag] == cb[tag], tag
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        p.name for p in (straight / "checkpoints").iterdir()
+    )  # no last-v1.ckpt beside last.ckpt
+
+
+def torchrun(overrides_json: Path, run: Path, resume: bool, *point: str):
+    """This module's ``main`` on 2 gloo processes under torchrun (one thread each)."""
+    here = Path(__file__).parent
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node=2"]
+    cmd += [str(here / "preemption_helpers.py"), str(overrides_json), str(run), str(int(resume))]
+    env = {**os.environ, "PYTHONPATH": str(here), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*cmd, *point], capture_output=True, text=True, env=env)
 
 
 def main() -> None:

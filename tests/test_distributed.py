@@ -8,13 +8,15 @@ Tolerance 1e-5 (relative, float32): the two computations differ only in summatio
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TINY, compose_train, run_cli
+from conftest import BIN, TINY, compose_train
 from omegaconf import OmegaConf
+from preemption_helpers import assert_same_training, torchrun
 
 from dim.bounds import get_bound
 from dim.distributed import gather_with_grad
@@ -89,20 +91,38 @@ def test_two_processes_equal_one_process(bound_name, tmp_path):
         torch.testing.assert_close(r["g_y"], g_y[shard], rtol=1e-5, atol=1e-6)
 
 
-def test_ddp_cpu_training_end_to_end_with_resume(tmp_path):
-    run = tmp_path / "ddp"
-    proc = run_cli("dim-train", *TINY, "trainer=ddp_cpu", f"hydra.run.dir={run}", real=True)
+def test_ddp_end_to_end_and_exact_resume_after_a_signal(tmp_path):
+    """``trainer=ddp_cpu`` through the real console script (Lightning's launcher): one run dir,
+    written by rank zero only.  The same run under torchrun, stopped by SIGTERM on rank 0 only at
+    step 1 and resumed, ends bit-identical to it (weights, Adam moments, every curve)."""
+    overrides = [
+        *TINY,
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=12",
+        "trainer.deterministic=true",
+        "trainer.enable_progress_bar=false",
+    ]
+    straight = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    cmd = [str(BIN / "dim-train"), *overrides, f"hydra.run.dir={straight}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Grad strides do not match bucket view strides" not in proc.stderr  # no extra copy
     # 64 images, batch 16 per process, 2 processes: 2 steps per epoch.
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert json.loads((straight / "metrics.json").read_text())["global_step"] == 12
+    assert len(list((straight / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # exactly one run dir
-    assert not list(run.glob("*ddp_process*"))  # only rank zero writes files
-    _assert_knn_equals_one_process(run)
-    proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2", real=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    assert not list(straight.glob("*ddp_process*"))  # only rank zero writes files
+    _assert_knn_equals_one_process(straight)
+
+    args = tmp_path / "overrides.json"
+    args.write_text(json.dumps(overrides))
+    stopped = torchrun(args, tmp_path / "run", False, "step", "1")
+    assert stopped.returncode != 0 and "Stopped by SIGTERM at step 1" in stopped.stderr
+    done = torchrun(args, tmp_path / "run", True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_training(straight, tmp_path / "run")
 
 
 def _assert_knn_equals_one_process(run):

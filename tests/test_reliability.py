@@ -5,7 +5,6 @@ during a checkpoint write, exact resume with augmentation in workers or on the d
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import BIN, TINY, compose_train, run_cli
-from preemption_helpers import Preempt, install
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from preemption_helpers import Preempt, assert_same_training, install
 
 import dim.reliability as reliability
 from dim.training import train
@@ -53,38 +51,6 @@ def interrupted(overrides, run, monkeypatch, point, step, sig=signal.SIGTERM) ->
 
 def resume(overrides, run) -> None:
     train(compose_train(overrides), run, run / "checkpoints/last.ckpt")
-
-
-def curves(run: Path) -> dict[str, list[tuple[int, float]]]:
-    ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
-    ea.Reload()
-    return {t: sorted((e.step, e.value) for e in ea.Scalars(t)) for t in ea.Tags()["scalars"]}
-
-
-def assert_same_training(
-    straight: Path, run: Path, steps: int = 12, relogged: bool = False
-) -> None:
-    """Same final state and curves; ``relogged``: steps between the last checkpoint and a kill
-    were logged twice, with the same values."""
-    a = torch.load(straight / "checkpoints/last.ckpt", weights_only=True)
-    b = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
-    assert b["global_step"] == a["global_step"] == steps
-    for key, value in a["state_dict"].items():  # encoder, critics, prior D, probes
-        assert torch.equal(value, b["state_dict"][key]), key
-    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
-        for sa, sb in zip(opt_a["state"].values(), opt_b["state"].values(), strict=True):
-            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
-            assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-    ca, cb = curves(straight), curves(run)
-    assert ca.keys() == cb.keys()
-    for tag in ca:  # train losses and probes every step; validation and kNN every epoch
-        if relogged:
-            assert sorted(set(ca[tag])) == sorted(set(cb[tag])), tag
-        else:
-            assert ca[tag] == cb[tag], tag
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
-        p.name for p in (straight / "checkpoints").iterdir()
-    )  # no last-v1.ckpt beside last.ckpt
 
 
 # (configuration, where the signal arrives, at which step, the step the checkpoint holds)
@@ -176,27 +142,6 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
     assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
     resume(PERIODIC, tmp_path)
     assert_same_training(straight, tmp_path, relogged=True)
-
-
-def test_ddp_resume_after_a_signal_in_the_first_epoch(tmp_path, tmp_path_factory):
-    """Two gloo processes under torchrun; only rank 0 gets SIGTERM, both stop at the same step."""
-    overrides = [*BY_STEPS, "trainer=ddp_cpu", "callbacks.knn.every_n_epochs=0"]
-    args = tmp_path / "overrides.json"
-    args.write_text(json.dumps(overrides))
-
-    def torchrun(run: Path, resume: bool, *point: str) -> subprocess.CompletedProcess:
-        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2"]
-        cmd += [str(HERE / "preemption_helpers.py"), str(args), str(run), str(int(resume))]
-        env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
-        return subprocess.run([*cmd, *point], capture_output=True, text=True, env=env)
-
-    straight, run = tmp_path / "straight", tmp_path / "run"
-    assert torchrun(straight, False).returncode == 0
-    stopped = torchrun(run, False, "step", "1")
-    assert stopped.returncode != 0 and "Stopped by SIGTERM at step 1" in stopped.stderr
-    done = torchrun(run, True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_training(straight, run)
 
 
 def test_cli_resume_with_nothing_left_says_so(tiny_run):
