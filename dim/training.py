@@ -123,10 +123,8 @@ def check_checkpoint(path: Path, module: DIMModule) -> dict[str, Any]:
 TRAINER_CHOICES = "trainer=cpu, gpu, ddp (GPUs), ddp_cpu (CPU processes) or multinode"
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Lightning Trainer of ``cfg.trainer``; settings this machine cannot run (a GPU that is
-    not there, an unknown strategy or precision, a device count it cannot give) are a one-line
-    :class:`DimError` instead of Lightning's traceback."""
+def check_devices(cfg: DictConfig) -> None:
+    """Refuse, in one line and before any data is loaded, devices this machine does not have."""
     settings = _plain(cfg.trainer)
     accelerator = str(settings.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -140,6 +138,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
             "trainer.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
             "add trainer.sync_batchnorm=false to train on CPU processes"
         )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``; settings Lightning refuses (an unknown strategy
+    or precision, a device count it cannot give) are a one-line :class:`DimError` instead of its
+    traceback (see also :func:`check_devices`)."""
+    settings = _plain(cfg.trainer)
     try:
         return pl.Trainer(
             **settings,
@@ -232,6 +237,7 @@ def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, A
 def _train(
     cfg: DictConfig, run_dir: Path, ckpt_path: Path | None, request: StopRequest
 ) -> dict[str, Any]:
+    check_devices(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data: ImageDataModule | DeviceDataModule = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
     if cfg.data_on_device:

@@ -194,3 +194,12 @@ def test_trainer_settings_this_machine_cannot_run_are_one_line(tmp_path, overrid
         last = proc.stderr.strip().splitlines()[-1]
         assert proc.returncode == 2 and last.startswith("error: ") and message in last, last
         assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_missing_gpu_is_named_before_any_data_is_loaded(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    args = ["trainer=gpu", f"data.data_dir={tmp_path}/nodata", "data.download=false"]
+    proc = run_cli("dim-train", *args, f"hydra.run.dir={out}")
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr.strip().splitlines()[-1]
