@@ -4,8 +4,11 @@ full ``dim-train`` pipeline (Trainer, data loading, logging, checkpointing) on t
     python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed \
         --compile 0 1 --device-data 0 1 --out bench.json --set model.mi_units=2048
 
-Prints a table and writes JSON: images/second for (a) and (b), the ratio (b)/(a) (target >= 0.9)
-and peak memory. Timing starts after ``--warmup`` steps (compilation, cuDNN autotuning excluded).
+Prints a table and writes JSON: images/second for (a) and (b), the ratio (b)/(a) (target >= 0.9),
+peak memory of each, the training FLOPs per image (forward + backward, counted by
+``torch.utils.flop_counter``) and the rate they imply.  Timing starts after ``--warmup`` steps
+(compilation, cuDNN autotuning excluded) and ends at the last step (checkpoint writes excluded).
+``--profile`` adds a torch.profiler table of the bare step's most expensive operators.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ def make_cfg(batch: int, precision: str, compiled: bool, device_data: bool, step
         return compose("train", overrides=overrides)
 
 
-def bare_step(cfg, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+def bare_step(
+    cfg, device: torch.device, steps: int, warmup: int, profile: Path | None = None
+) -> tuple[float, float, float]:
+    """(images/s, peak memory MB, training FLOPs per image) of the bare step."""
     c = OmegaConf.to_container(cfg, resolve=True)
     info = {
         "channels": c["data"]["channels"],
@@ -85,6 +91,14 @@ def bare_step(cfg, device: torch.device, steps: int, warmup: int) -> tuple[float
 
     for _ in range(warmup):
         step()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # The counter cannot follow autograd.grad (the prior's gradient penalty, a small MLP on
+    # 64-d Y): count the step without it.
+    gp, module.gp_weight = module.gp_weight, 0.0
+    with FlopCounterMode(display=False) as counter:
+        step()
+    module.gp_weight = gp
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -92,7 +106,21 @@ def bare_step(cfg, device: torch.device, steps: int, warmup: int) -> tuple[float
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return b * steps / (time.perf_counter() - t0), peak_memory_mb(device)
+    rate = b * steps / (time.perf_counter() - t0)
+    if profile is not None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(10):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=25)
+        profile.write_text(table)
+        print(table, file=sys.stderr)
+    return rate, peak_memory_mb(device), counter.get_total_flops() / b
 
 
 class StepTimer(pl.Callback):
@@ -110,25 +138,28 @@ class StepTimer(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.t0 is not None:
             self.images += batch[0].shape[0]
+        if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end checkpoint
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.t1 = time.perf_counter()
 
-    def on_train_epoch_end(self, trainer, module) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.t1 = time.perf_counter()
 
-
-def pipeline(cfg, warmup: int) -> float:
+def pipeline(cfg, warmup: int) -> tuple[float, float]:
+    """(images/s, peak memory MB) of the whole ``dim-train`` run."""
     timer = StepTimer(warmup)
     import dim.training as training
 
     original = training.build_callbacks
-    training.build_callbacks = lambda c, r: [*original(c, r), timer]
+    training.build_callbacks = lambda *a: [*original(*a), timer]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, Path(tmp), None)
     finally:
         training.build_callbacks = original
-    return timer.images / (timer.t1 - timer.t0)
+    return timer.images / (timer.t1 - timer.t0), peak_memory_mb(device)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--profile", type=Path, default=None, help="write the first config's profile")
     p.add_argument("--set", nargs="*", default=[], help="dim-train overrides, e.g. model=basic64")
     args = p.parse_args(argv)
     extra = args.set
@@ -150,15 +182,18 @@ def main(argv: list[str] | None = None) -> None:
         cfg = make_cfg(
             batch, precision, bool(compiled), bool(device_data), args.steps + args.warmup, extra
         )
-        bare, mem = bare_step(cfg, device, args.steps, args.warmup)
-        full = pipeline(cfg, args.warmup)
+        profile, args.profile = args.profile, None  # the first configuration only
+        bare, mem, flops = bare_step(cfg, device, args.steps, args.warmup, profile)
+        full, full_mem = pipeline(cfg, args.warmup)
         rows.append(
             {
                 "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                 "batch": batch, "precision": precision, "compile": bool(compiled),
                 "device_data": bool(device_data), "bare_img_s": round(bare, 1),
                 "pipeline_img_s": round(full, 1), "ratio": round(full / bare, 3),
-                "peak_mem_mb": round(mem, 1),
+                "peak_mem_mb": round(mem, 1), "pipeline_peak_mem_mb": round(full_mem, 1),
+                "gflop_per_img": round(flops / 1e9, 3),
+                "pipeline_tflop_s": round(flops * full / 1e12, 1),
                 "cifar10_1000_epochs_min": round(50000 * 1000 / full / 60, 1),
                 "overrides": extra,
             }
@@ -166,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     cols = [
         ("batch", 5), ("precision", 10), ("compile", 7), ("device_data", 11), ("bare_img_s", 10),
-        ("pipeline_img_s", 14), ("ratio", 6), ("peak_mem_mb", 11), ("cifar10_1000_epochs_min", 23),
+        ("pipeline_img_s", 14), ("ratio", 6), ("peak_mem_mb", 11), ("pipeline_tflop_s", 16),
+        ("cifar10_1000_epochs_min", 23),
     ]  # fmt: skip
     print(" ".join(f"{name:>{w}}" for name, w in cols))
     for r in rows:

@@ -36,6 +36,18 @@ SCRIPTS = {
 }
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason) on machines without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @contextlib.contextmanager
 def own_bound_options():
     """Forget the ``bound`` options registered meanwhile in Hydra's process-wide ConfigStore

@@ -61,6 +61,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda[:N]`` or ``auto`` as a torch device; refuses CUDA this machine lacks."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DimError(f"device must be cpu, cuda, cuda:N or auto; got '{device}'") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise DimError(f"device must be cpu, cuda, cuda:N or auto; got '{device}'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DimError(f"device={device} but this machine has no CUDA GPU: use device=cpu")
+    return dev
+
+
 def split_indices(
     n: int, eval_fraction: float, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -113,6 +128,7 @@ def estimate_mi(
     true_mi: float | None = None,
     on_point: Callable[[CurvePoint], None] | None = None,
     threads: int | None = 1,
+    device: str = "cpu",
     **train: Any,
 ) -> MIEstimate:
     """Estimate I(X;Y) from paired samples, on held-out pairs.
@@ -138,6 +154,8 @@ def estimate_mi(
         true_mi: analytic MI, if known (recorded and logged alongside the curve).
         on_point: called with each point of the training curve (e.g. TensorBoard logging).
         threads: torch CPU threads during the estimate (restored afterwards; None: unchanged).
+        device: ``cpu``, ``cuda`` (``cuda:N``) or ``auto`` (CUDA when available) for the critic
+            and the pairs; KSG always runs on the CPU.
         **train: optimisation settings of :class:`dim.mine.training.TrainConfig`
             (``batch_size``, ``lr``, ``max_steps``, ``eval_every``, ``patience``, ``negatives``,
             ``eval_block``, ``weight_ema``, ...).
@@ -166,6 +184,7 @@ def estimate_mi(
             settings={**settings, "k": k},
         )  # fmt: skip
     cfg = _train_config(train, bound)
+    dev = resolve_device(device)
     tr, va, ev = split_indices(len(x), eval_fraction, val_fraction, seed)
     if standardize:
         mu_x, sd_x = x[tr].mean(0), x[tr].std(0)
@@ -173,18 +192,24 @@ def estimate_mi(
         if (sd_x == 0).any() or (sd_y == 0).any():
             raise DimError("a column is constant on the training split; drop it")
         x, y = (x - mu_x) / sd_x, (y - mu_y) / sd_y
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+    yt = torch.from_numpy(np.ascontiguousarray(y)).to(dev)
     net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
     net, bound_fn = _critic_and_bound(
         critic, x.shape[1], y.shape[1], net_kw, bound, tau, momentum, seed
     )
+    net.to(dev)
+    if isinstance(bound_fn, torch.nn.Module):
+        bound_fn.to(dev)
     with torch_threads(threads):
         outcome = train_critic(
             net, bound_fn, ArraySource(xt[tr], yt[tr]), (xt[va], yt[va]), cfg, seed=seed,
             true_mi=(lambda _: true_mi) if true_mi is not None else None, on_point=on_point,
         )  # fmt: skip
         mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], _eval_block(cfg))
-    settings.update(critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg))
+    settings.update(
+        device=str(dev), critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg)
+    )
     return MIEstimate(
         mi_nats=mi, stderr_nats=se, bound=bound, n_train=len(tr), n_val=len(va), n_eval=len(ev),
         curve=outcome.curve, true_mi=true_mi, best_step=outcome.best_step, steps=outcome.steps,

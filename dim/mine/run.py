@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dim.errors import DimError
 from dim.mine.critics import CRITIC_DEFAULTS
-from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase
+from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase, resolve_device
 from dim.mine.pairs import Staircase, load_pairs
 from dim.mine.result import CurvePoint, MIEstimate
 
@@ -69,6 +69,9 @@ def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MI
     name = bound.pop("name")
     critic = critic_settings(cfg.model)
     common = {**critic, **bound, "seed": cfg.seed, "threads": cfg.threads, "on_point": on_point}
+    resolve_device(cfg.device)  # a device this machine lacks is refused before the data loads
+    if cfg.data.name == "staircase" and cfg.device != "cpu":
+        raise DimError("the staircase task runs on the CPU only: use device=cpu")
     if cfg.data.name == "staircase":
         d = cfg.data
         task = Staircase(d.dim, list(d.levels), d.steps_per_level, d.cubic)
@@ -77,8 +80,8 @@ def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MI
         return f"staircase(dim={d.dim}, levels={list(d.levels)})", result
     pairs = load_pairs(cfg.data)
     result = estimate_mi(
-        pairs.x, pairs.y, name, **common, **split, drop_nonfinite=cfg.data.drop_nonfinite,
-        true_mi=pairs.true_mi, **train,
+        pairs.x, pairs.y, name, **common, **split, device=cfg.device,
+        drop_nonfinite=cfg.data.drop_nonfinite, true_mi=pairs.true_mi, **train,
     )  # fmt: skip
     return pairs.name, result
 

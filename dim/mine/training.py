@@ -95,7 +95,7 @@ class ArraySource:
         if self._order is None or self._pos + size > len(self._order):
             self._order = torch.randperm(len(self.x), generator=gen)
             self._pos = 0
-        idx = self._order[self._pos : self._pos + size]
+        idx = self._order[self._pos : self._pos + size].to(self.x.device)
         self._pos += size
         return self.x[idx], self.y[idx]
 
@@ -126,12 +126,12 @@ def batch_scores(
     """
     n = len(x)
     if negatives == "all":
-        return critic.pair_scores(x, y), torch.eye(n, dtype=torch.bool)
+        return critic.pair_scores(x, y), torch.eye(n, dtype=torch.bool, device=x.device)
     k = max(1, min(n_shuffles, n - 1))
     offsets = torch.cat(
         [torch.zeros(1, dtype=torch.long), torch.randperm(n - 1, generator=gen)[:k] + 1]
     )
-    idx = (torch.arange(n)[:, None] + offsets[None, :]) % n
+    idx = ((torch.arange(n)[:, None] + offsets[None, :]) % n).to(x.device)
     scores = critic.candidate_scores(x, y, idx)
     mask = torch.zeros_like(scores, dtype=torch.bool)
     mask[:, 0] = True
@@ -159,7 +159,8 @@ def heldout_estimate(
     for idx in np.array_split(np.arange(len(x)), n_blocks):
         xb, yb = x[idx], y[idx]
         scores = chunked_pair_scores(critic, xb, yb)
-        values.append(float(bound(scores, torch.eye(len(xb), dtype=torch.bool)).mi))
+        mask = torch.eye(len(xb), dtype=torch.bool, device=scores.device)
+        values.append(float(bound(scores, mask).mi))
     critic.train(was_training)
     if isinstance(bound, nn.Module):
         bound.train(was_training)
