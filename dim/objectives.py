@@ -72,7 +72,9 @@ def local_mi(
     local_enc = gather(critic.encode_local(local))
     y_enc = gather(critic.encode_y(y))
     scores = critic.score(local_enc, y_enc)
-    mask = local_pos_mask(y_enc.shape[0], local_enc.shape[0], local_enc.shape[1]).to(scores.device)
+    mask = local_pos_mask(
+        y_enc.shape[0], local_enc.shape[0], local_enc.shape[1], device=scores.device
+    )
     return _apply_bound(scores, mask, bound, opts or ScoreOptions())
 
 

@@ -124,29 +124,49 @@ def bare_step(
 
 
 class StepTimer(pl.Callback):
-    """Wall time of the training steps after ``warmup`` (includes data loading and logging)."""
+    """Wall time of the training steps after ``warmup`` (includes data loading and logging);
+    with ``profile``, a torch.profiler table of 10 steps after the timed ones."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, profile: Path | None = None) -> None:
         self.warmup, self.t0, self.t1, self.images = warmup, None, None, 0
+        self.profile, self.prof = profile, None
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.t0 = time.perf_counter()
+        if self.profile is not None and batch_idx == self._last(trainer) + 1:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=activities)
+            self.prof.__enter__()
+
+    def _last(self, trainer) -> int:  # the last timed batch; 10 profiled ones follow it
+        return trainer.num_training_batches - 1 - (10 if self.profile is not None else 0)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.t0 is not None:
+        if self.t0 is not None and batch_idx <= self._last(trainer):
             self.images += batch[0].shape[0]
-        if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end checkpoint
+        if batch_idx == self._last(trainer):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.t1 = time.perf_counter()
+        if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end checkpoint
+            if self.prof is not None:
+                self.prof.__exit__(None, None, None)
+                averages = self.prof.key_averages()
+                tables = [averages.table(sort_by="self_cpu_time_total", row_limit=30)]
+                if torch.cuda.is_available():
+                    tables.append(averages.table(sort_by="self_cuda_time_total", row_limit=20))
+                self.profile.write_text("\n".join(tables))
+                self.prof = None
 
 
-def pipeline(cfg, warmup: int) -> tuple[float, float]:
-    """(images/s, peak memory MB) of the whole ``dim-train`` run."""
-    timer = StepTimer(warmup)
+def pipeline(cfg, warmup: int, profile: Path | None = None) -> tuple[float, float]:
+    """(images/s, peak memory MB) of the whole ``dim-train`` run (profiled 10 steps longer)."""
+    timer = StepTimer(warmup, profile)
     import dim.training as training
 
     original = training.build_callbacks
@@ -171,7 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--profile", type=Path, default=None, help="write the first config's profile")
+    p.add_argument(
+        "--profile", type=Path, default=None,
+        help="write the first configuration's profiles: PATH (bare step), PATH.pipeline.txt",
+    )  # fmt: skip
     p.add_argument("--set", nargs="*", default=[], help="dim-train overrides, e.g. model=basic64")
     args = p.parse_args(argv)
     extra = args.set
@@ -179,12 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     grid = itertools.product(args.batch_sizes, args.precision, args.compile, args.device_data)
     for batch, precision, compiled, device_data in grid:
-        cfg = make_cfg(
-            batch, precision, bool(compiled), bool(device_data), args.steps + args.warmup, extra
-        )
         profile, args.profile = args.profile, None  # the first configuration only
+        steps = args.steps + args.warmup + (10 if profile else 0)
+        cfg = make_cfg(batch, precision, bool(compiled), bool(device_data), steps, extra)
         bare, mem, flops = bare_step(cfg, device, args.steps, args.warmup, profile)
-        full, full_mem = pipeline(cfg, args.warmup)
+        full, full_mem = pipeline(
+            cfg, args.warmup, profile and profile.with_suffix(".pipeline.txt")
+        )
         rows.append(
             {
                 "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -90,18 +90,25 @@ class MethodModule(pl.LightningModule):
         return {"probe_loss": probe_loss, **{f"probe_acc_{k}": v for k, v in acc.items()}}
 
     # ---- non-finite policy --------------------------------------------------------------------
-    def _nonfinite(self, out: dict[str, Tensor]) -> str | None:
-        """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes."""
+    def _nonfinite(self, out: dict[str, Tensor], gradients: bool) -> str | None:
+        """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes.
+
+        Called after the backward pass: one device sync per step covers every loss term and,
+        with ``gradients``, the total gradient norm (inf/NaN when any gradient is; a norm that
+        overflows fp32, i.e. gradients beyond ~1e19, counts as non-finite too).
+        """
         terms = sorted((k for k in out if k.endswith("_loss")), key=lambda k: k == "encoder_loss")
-        bad = None
-        if terms:  # one device sync per step, not one per term
-            finite = torch.stack([torch.isfinite(out[k]).all() for k in terms])
-            if not bool(finite.all()):
-                bad = terms[int((~finite).nonzero()[0, 0])]
-        if bad is None and "encoder_loss" not in out:  # called after backward: check gradients
+        checks = [out[k].detach().float().reshape(()) for k in terms]
+        if gradients:
             grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
-                bad = "gradients"
+            if grads:
+                checks.append(torch.nn.utils.get_total_norm(grads, foreach=True).float())
+        bad = None
+        if checks:
+            finite = torch.isfinite(torch.stack(checks))
+            if not bool(finite.all()):
+                first = int((~finite).nonzero()[0, 0])
+                bad = terms[first] if first < len(terms) else "gradients"
         if self.trainer.world_size > 1:
             if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
                 bad = bad or "another process's term"
@@ -138,10 +145,6 @@ class MethodModule(pl.LightningModule):
         x, labels = batch
         out = self.compute_losses(x, labels)
         optimizers = self._optimizers()
-        bad = self._nonfinite(out)
-        if bad is not None:
-            self._handle_nonfinite(bad, out)
-            return None
         total = out["encoder_loss"]
         for key in self.other_losses:  # the other players' losses (disjoint parameters)
             if key in out:
@@ -152,7 +155,7 @@ class MethodModule(pl.LightningModule):
         # fp16: the GradScaler skips steps whose (scaled) gradients overflow and lowers the scale;
         # overflowing is how it finds the scale, not an error.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        bad = self._nonfinite({}) if scaler is None else None
+        bad = self._nonfinite(out, gradients=scaler is None)
         if bad is not None:
             self._handle_nonfinite(bad, out)
             return None
@@ -229,9 +232,15 @@ class MethodModule(pl.LightningModule):
                 ("probe", list(self.probes.parameters()), {"lr": o.get("probe_lr", 1e-3)})
             )
         self.optimizer_names = [name for name, _, _ in groups]
+        # On CUDA one fused kernel updates all of an optimiser's parameters (the multi-tensor
+        # default launches several per step); Lightning has moved the module to its device here.
         optimizers = [
-            torch.optim.Adam(params, betas=betas, **options) for _, params, options in groups
-        ]
+            torch.optim.Adam(
+                params, betas=betas, fused=bool(params) and all(p.is_cuda for p in params),
+                **options,
+            )
+            for _, params, options in groups
+        ]  # fmt: skip
         schedulers = []
         kind = o.get("scheduler", "none")
         if kind == "cosine":

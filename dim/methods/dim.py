@@ -126,7 +126,17 @@ class DIMModule(MethodModule):
         if model.get("channels_last"):
             self.encoder.to(memory_format=torch.channels_last)
         if model.get("compile"):
-            self.encoder.compile()  # in place: state_dict keys stay those of the plain encoder
+            # In place (state_dict keys stay those of the plain modules): the encoder and the
+            # critics' networks, where nearly all of a step's FLOPs and kernel launches are.  Not
+            # the prior discriminator: its gradient penalty needs double backward, which
+            # torch.compile does not support.
+            self.encoder.compile()
+            for critic in (
+                getattr(self, "local_critic", None),
+                getattr(self, "global_critic", None),
+            ):
+                for net in critic.children() if critic is not None else ():
+                    net.compile()
         self.channels_last = bool(model.get("channels_last"))
         self.gp_weight = float(model.get("gp_weight", 1.0))
         self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))

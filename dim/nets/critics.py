@@ -41,10 +41,20 @@ class MIEncoderNet(nn.Module):
         return out.reshape(*x.shape[:-1], -1)
 
 
-def local_pos_mask(n_rows: int, n_images: int, n_locations: int, row_offset: int = 0) -> Tensor:
-    """Mask (n_rows, n_images * n_locations): row m's positives are image (m + row_offset)'s."""
-    images = torch.arange(n_images).repeat_interleave(n_locations)
-    return images[None, :] == (torch.arange(n_rows) + row_offset)[:, None]
+def local_pos_mask(
+    n_rows: int,
+    n_images: int,
+    n_locations: int,
+    row_offset: int = 0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Mask (n_rows, n_images * n_locations): row m's positives are image (m + row_offset)'s.
+
+    Built where it is used (for B=256 and 64 locations it is 4 MB: a host-to-device copy of it
+    per step cost a third of a millisecond on an H100).
+    """
+    images = torch.arange(n_images * n_locations, device=device) // n_locations
+    return images[None, :] == (torch.arange(n_rows, device=device) + row_offset)[:, None]
 
 
 def _default_scale(units: int, scale: float | None) -> float:
