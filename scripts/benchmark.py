@@ -14,8 +14,11 @@ peak memory of each, the training FLOPs per image (forward + backward, counted b
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import itertools
 import json
+import pstats
 import resource
 import sys
 import tempfile
@@ -142,6 +145,8 @@ class StepTimer(pl.Callback):
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self.prof = torch.profiler.profile(activities=activities)
             self.prof.__enter__()
+            self.python = cProfile.Profile()  # where the host's time goes, Lightning included
+            self.python.enable()
 
     def _last(self, trainer) -> int:  # the last timed batch; 10 profiled ones follow it
         return trainer.num_training_batches - 1 - (10 if self.profile is not None else 0)
@@ -155,7 +160,11 @@ class StepTimer(pl.Callback):
             self.t1 = time.perf_counter()
         if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end checkpoint
             if self.prof is not None:
+                self.python.disable()
                 self.prof.__exit__(None, None, None)
+                stats = io.StringIO()
+                pstats.Stats(self.python, stream=stats).sort_stats("tottime").print_stats(40)
+                self.profile.with_suffix(".python.txt").write_text(stats.getvalue())
                 averages = self.prof.key_averages()
                 tables = [averages.table(sort_by="self_cpu_time_total", row_limit=30)]
                 if torch.cuda.is_available():

@@ -114,6 +114,7 @@ def test_speed_option_follows_the_fp32_eager_curve(reference, option, dtype, tol
         ["trainer.precision=bf16-mixed"],
         ["trainer.precision=16-mixed"],
         ["model.compile=true"],
+        ["model.compile=true", "model.compile_mode=reduce-overhead"],
         ["model.channels_last=true"],
         ["data_on_device=true"],
         [
