@@ -217,6 +217,8 @@ class MethodModule(pl.LightningModule):
             **self.METRICS,
             **{f"probe_acc_{t}": f"probe/acc_{t}" for t in ("conv", "fc", "y")},
         }
+        if "probe_acc_y" in out and bool(torch.isnan(out["probe_acc_y"])):  # no labels here
+            out = {k: v for k, v in out.items() if not k.startswith("probe_acc_")}
         metrics = {f"{stage}/{names[k]}": v.detach() for k, v in out.items() if k in names}
         metrics.update({f"{stage}/{k}": v for k, v in self.extra_metrics(out).items()})
         if on_step:

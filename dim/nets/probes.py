@@ -46,20 +46,20 @@ class OnlineProbes(nn.Module):
         """Cross-entropy and accuracy over the *labelled* samples (label >= 0) of the batch.
 
         A batch without labels gives a zero loss that still touches every probe parameter (so
-        DDP sees the same parameters used on every process) and no accuracy.
+        DDP sees the same parameters used on every process) and NaN accuracies (not logged).
         """
         logits = self(feats)
         mask = labels >= 0
-        n = mask.sum().clamp(min=1)
+        n = mask.sum()
         safe = labels.clamp(min=0)
         per_head = [
-            (F.cross_entropy(v, safe, reduction="none") * mask).sum() / n for v in logits.values()
+            (F.cross_entropy(v, safe, reduction="none") * mask).sum() / n.clamp(min=1)
+            for v in logits.values()
         ]
         loss = functools.reduce(operator.add, per_head)
-        if not bool(mask.any()):
-            return loss, {}
-        acc = {k: (v.argmax(1) == labels)[mask].float().mean() for k, v in logits.items()}
-        return loss, acc
+        # No boolean indexing or bool(): each would wait for the GPU on every step.
+        acc = {k: ((v.argmax(1) == labels) & mask).sum() / n for k, v in logits.items()}
+        return loss, acc  # accuracies are 0/0 = NaN for a batch without labels
 
 
 def feature_dims(encoder: Encoder) -> dict[str, int]:
