@@ -1,5 +1,7 @@
-"""Throughput benchmark: (a) the bare DIM training step on tensors already in memory and (b) the
-full ``dim-train`` pipeline (Trainer, data loading, logging, checkpointing) on the same config.
+"""Throughput benchmark: (a) the bare DIM training step (encoder, critics, bound, prior, optimiser
+steps; no probes) on tensors already in memory and (b) the full ``dim-train`` pipeline (Trainer,
+data loading, probes, logging, checks, checkpointing) on the same config.  Compare the pipeline
+with probes off with ``--set model.probe=false``.
 
     python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed \
         --compile 0 1 --device-data 0 1 --out bench.json --set model.mi_units=2048
@@ -69,7 +71,10 @@ def bare_step(
         "image_size": c["data"]["image_size"],
         "num_classes": 10,
     }
-    module = DIMModule(c["model"], c["bound"], c["objective"], c["optim"], info).to(device)
+    # The bare step has no online probes (nor logging, checks or data loading): it is the
+    # training computation proper, which the pipeline is compared against.
+    model = {**c["model"], "probe": False}
+    module = DIMModule(model, c["bound"], c["objective"], c["optim"], info).to(device)
     optimizers, _ = module.configure_optimizers()
     b, s = c["data"]["batch_size"], info["image_size"]
     x = torch.randn(b, info["channels"], s, s, device=device)
