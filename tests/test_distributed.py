@@ -160,3 +160,69 @@ def test_strided_shards_interleave_back_into_dataset_order():
     n, world = 7, 3  # rank r holds r, r + 3, ...; padded to 3 rows each
     shards = [list(range(r, n, world)) + [-1] * (3 - len(range(r, n, world))) for r in range(3)]
     assert interleave(torch.tensor(shards), n).tolist() == list(range(n))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multinode_preset_as_two_nodes_matches_one_process_on_the_global_batch(tmp_path):
+    """``trainer=multinode`` for real: two torchrun "nodes" of one gloo process each on
+    127.0.0.1, the same command on both.  One run dir, written by the node-0 process alone; the
+    validation loss it logs (eval mode, negatives gathered from both nodes) equals one process's
+    on the global batch of 2 x 8 images with the final checkpoint."""
+    run = tmp_path / "run"
+    overrides = [
+        *TINY, "trainer=multinode", "trainer.accelerator=cpu", "trainer.devices=1",
+        "trainer.precision=32-true", "trainer.sync_batchnorm=false", "data.batch_size=8",
+        "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+    ]  # fmt: skip
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    nodes = [
+        subprocess.Popen(
+            [
+                str(BIN / "torchrun"),
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={rank}",
+                "--master-addr=127.0.0.1",
+                f"--master-port={port}",
+                "--no-python",
+                str(BIN / "dim-train"),
+                *overrides,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # node 1 made no outputs/ of its own
+    assert {p.name for p in run.iterdir()} == {
+        ".hydra", "checkpoints", "tensorboard", "metrics.json", "encoder.pt", "train.log"
+    }  # fmt: skip
+    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert "run dir:" in outputs[0][0] and "run dir:" not in outputs[1][0]  # rank 0 reports
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["global_step"] == 4  # 64 images, 32 per node, 8 per step
+
+    from dim.data.images import ImageDataModule
+    from dim.methods.dim import DIMModule
+
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    module = DIMModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
+    data = ImageDataModule({**OmegaConf.to_container(cfg.data), "batch_size": 16}, seed=cfg.seed)
+    module.eval()
+    with torch.no_grad():
+        losses = [module.compute_losses(x, y)["local_loss"] for x, y in data.val_dataloader()]
+    assert len(losses) == 2  # the 32 validation images as two global batches of 16
+    one_process = torch.stack(losses).mean().item()
+    assert metrics["metrics"]["val/loss/local"] == pytest.approx(one_process, rel=1e-5)
