@@ -3,15 +3,22 @@
 The data are split once (seeded) into three disjoint parts: *train* (the critic is fitted on
 it), *val* (its estimate drives early stopping and picks the critic that is kept) and *eval*
 (the reported estimate and its standard error; the critic never saw it and it took no part in
-choosing the critic, so the number is not inflated by overfitting or by selection).  Inputs are
-standardised with statistics of the training part (MI is invariant under invertible maps of x
-and of y, so this changes the optimisation, not the target).
+choosing the critic, so the number is not inflated by overfitting or by selection).  Inputs go
+through a per-column transform fitted on the training part (:mod:`dim.mine.transforms`; by
+default the Gaussian copula transform: MI is invariant under invertible maps of x and of y, so
+this changes the optimisation, not the target).  The default critic starts as the Gaussian log
+density ratio of the training pairs and learns a correction on top (``critic="gauss"``).
+
+The result is checked for the classic failure signatures (:func:`diagnose`); each one found is a
+line in ``MIEstimate.warnings``.  A held-out estimate below zero is reported as 0 with its raw
+value kept alongside.
 
 ``bound="ksg"`` is the non-neural Kraskov estimator; it has nothing to fit, so it uses all pairs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,17 +30,19 @@ import torch
 
 from dim.bounds import bound_names
 from dim.errors import DimError
-from dim.mine.critics import Critic, build_critic
+from dim.mine.critics import CRITIC_DEFAULTS, Critic, GaussianConcatCritic, build_critic
 from dim.mine.ksg import ksg_mi
 from dim.mine.pairs import MIN_SAMPLES, Staircase, validate_pairs
-from dim.mine.result import CurvePoint, MIEstimate
+from dim.mine.result import Z95, CurvePoint, MIEstimate
 from dim.mine.training import (
     ArraySource,
     TrainConfig,
+    TrainOutcome,
     heldout_estimate,
     make_bound,
     train_critic,
 )
+from dim.mine.transforms import TRANSFORMS, fit_transform
 
 # The estimators, in one place: every bound of dim.bounds (trained on, and reported by, the held-out
 # protocol below; jsd reports the DV value of its critic) and the non-neural KSG.
@@ -42,6 +51,86 @@ ESTIMATORS: tuple[str, ...] = (*NEURAL_BOUNDS, "ksg")
 # Without early stopping nothing rescues a diverging critic: the staircase trains more gently
 # (at the default 5e-3, MINE and NWJ diverged above ~8 nats in scripts/mine_staircase.py).
 STAIRCASE_LR = 1e-3
+# Fewer training pairs than this per input dimension: the estimate is flagged as untrustworthy.
+MIN_PAIRS_PER_DIM = 10
+# Held-out critic scores beyond this magnitude: e^T over- or underflows the DV/NWJ averages.
+SCORE_BLOWUP = 50.0
+
+
+def diagnose(
+    bound: str,
+    raw: float,
+    se: float,
+    n_train: int,
+    x_dim: int,
+    y_dim: int,
+    cfg: TrainConfig | None = None,
+    outcome: TrainOutcome | None = None,
+    max_score: float = 0.0,
+) -> list[str]:
+    """The failure signatures an estimate shows, one line each (empty: none found).
+
+    - too few pairs for the dimension (fewer than ``MIN_PAIRS_PER_DIM`` training pairs per input
+      dimension; KSG: more than 10 dimensions in all, where k-NN estimates are biased low);
+    - the held-out estimate far below the training estimate of the kept critic (overfitting);
+    - no convergence (still improving at ``max_steps``);
+    - a critic score blow-up (non-finite loss, huge held-out scores or a held-out spread too wide
+      to mean anything);
+    - InfoNCE at its ceiling log(K);
+    - a raw estimate below zero beyond its own 95% interval.
+    """
+    out: list[str] = []
+    dims = x_dim + y_dim
+    if bound == "ksg":
+        if dims > 10:
+            out.append(
+                f"KSG in {dims} dimensions is biased low (k-NN distances concentrate); "
+                "use bound=mine"
+            )
+        if raw + Z95 * se < 0:
+            out.append(f"estimate {raw:.3f} is below zero beyond its interval; reported as 0")
+        return out
+    if n_train < MIN_PAIRS_PER_DIM * dims:
+        out.append(
+            f"only {n_train} training pairs for {x_dim}+{y_dim} dimensions (fewer than "
+            f"{MIN_PAIRS_PER_DIM} per dimension): not trustworthy at this sample size"
+        )
+    if outcome is not None and outcome.curve and outcome.best_step:
+        train_at_best = next(
+            (p.train_mi for p in outcome.curve if p.step == outcome.best_step), None
+        )
+        if train_at_best is not None and train_at_best - raw > max(0.15, 0.25 * abs(raw)):
+            out.append(
+                f"held-out estimate {raw:.3f} is far below the training estimate "
+                f"{train_at_best:.3f}: the critic overfits (more pairs or a smaller critic)"
+            )
+    if outcome is not None and cfg is not None and not outcome.stopped_early:
+        vals = [p.heldout_mi for p in outcome.curve if p.heldout_mi is not None]
+        if not outcome.diverged and outcome.best_step == outcome.steps and len(vals) >= 2:
+            out.append(
+                f"not converged: the validation estimate was still rising at the last step "
+                f"({max(vals[:-1]):.3f} -> {vals[-1]:.3f}); raise train.max_steps"
+            )
+    if outcome is not None and outcome.diverged:
+        out.append("critic scores blew up (non-finite loss); the last finite critic was kept")
+    elif max_score > SCORE_BLOWUP or not np.isfinite(raw) or se > 0.5 + 0.25 * abs(raw):
+        out.append(
+            f"critic scores blew up (largest held-out |T| {max_score:.1f}, s.e. {se:.3f}): "
+            "the estimate is not reliable; lower train.lr"
+        )
+    if bound == "infonce" and cfg is not None:
+        cap = math.log(cfg.batch_size)
+        if raw > cap - 0.5:
+            out.append(
+                f"InfoNCE is at its ceiling log({cfg.batch_size}) = {cap:.3f}: the MI may be "
+                "far higher; use bound=mine or a larger train.batch_size"
+            )
+    if raw + Z95 * se < 0:
+        out.append(
+            f"estimate {raw:.3f} is below zero beyond its interval (the critic failed); "
+            "reported as 0"
+        )
+    return out
 
 
 @contextmanager
@@ -112,14 +201,15 @@ def estimate_mi(
     y: np.ndarray,
     bound: str = "mine",
     *,
-    critic: str = "concat",
-    hidden: int = 256,
-    layers: int = 1,
+    critic: str = "gauss",
+    hidden: int | None = None,
+    layers: int | None = None,
     embed: int = 32,
     activation: str = "silu",
     eval_fraction: float = 0.2,
     val_fraction: float = 0.1,
-    standardize: bool = True,
+    transform: str = "copula",
+    standardize: bool | None = None,
     drop_nonfinite: bool = False,
     seed: int = 0,
     tau: float = 5.0,
@@ -138,14 +228,20 @@ def estimate_mi(
         y: array ``(n, ...)``, row i paired with row i of ``x``.
         bound: ``mine`` (DV, EMA-corrected gradient), ``mine_f``/``nwj``, ``infonce``, ``dv``,
             ``jsd`` (trained with JSD, reported as DV), ``smile`` (``tau``) or ``ksg``.
-        critic: ``concat`` (MLP on ``[x; y]``) or ``separable`` (``g(x) · h(y)``).
-        hidden: critic width.
-        layers: hidden layers of the critic (per encoder for ``separable``).
+        critic: ``gauss`` (Gaussian log density ratio of the training pairs plus an MLP on
+            ``[x; y]`` that starts at zero), ``concat`` (MLP on ``[x; y]``) or ``separable``
+            (``g(x) · h(y)``).
+        hidden: critic width (None: 128 for ``gauss``, 256 for the others).
+        layers: hidden layers of the critic (per encoder for ``separable``; None: 2 for
+            ``gauss`` and ``separable``, 1 for ``concat``).
         embed: embedding size of the separable critic.
         activation: ``silu``, ``relu``, ``elu`` or ``tanh``.
         eval_fraction: share of pairs held out for the reported estimate.
         val_fraction: share of pairs held out for early stopping.
-        standardize: z-score x and y with training statistics.
+        transform: per-column map fitted on the training part: ``copula`` (empirical CDF then
+            normal quantile), ``zscore`` or ``none``.
+        standardize: the old switch, kept for callers: True means ``transform="zscore"``,
+            False ``transform="none"`` (None: use ``transform``).
         drop_nonfinite: drop rows holding NaN/inf instead of raising.
         seed: seeds the split, the critic's initialisation and the batch order.
         tau: SMILE clipping threshold.
@@ -172,26 +268,32 @@ def estimate_mi(
     unknown = set(train) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise DimError(f"unknown estimate_mi option(s): {', '.join(sorted(unknown))}")
+    if critic not in CRITIC_DEFAULTS:
+        raise DimError(f"unknown critic '{critic}'; choose one of: {', '.join(CRITIC_DEFAULTS)}")
+    hidden = CRITIC_DEFAULTS[critic]["hidden"] if hidden is None else hidden
+    layers = CRITIC_DEFAULTS[critic]["layers"] if layers is None else layers
     start = time.perf_counter()
+    if standardize is not None:
+        transform = "zscore" if standardize else "none"
+    if transform not in TRANSFORMS:
+        raise DimError(f"transform must be one of {', '.join(TRANSFORMS)}, got '{transform}'")
     x, y, dropped = validate_pairs(x, y, drop_nonfinite=drop_nonfinite, min_samples=MIN_SAMPLES)
-    settings: dict[str, Any] = {"bound": bound, "seed": seed, "standardize": standardize}
+    settings: dict[str, Any] = {"bound": bound, "seed": seed, "transform": transform}
     if bound == "ksg":
+        # Nothing is fitted, so the transform is fitted on all pairs.
+        x, y = fit_transform(transform, x)(x), fit_transform(transform, y)(y)
         with torch_threads(threads):
             mi, se = ksg_mi(x, y, k=k, seed=seed)
         return MIEstimate(
             mi_nats=mi, stderr_nats=se, bound=bound, n_train=0, n_val=0, n_eval=len(x),
             true_mi=true_mi, seconds=time.perf_counter() - start, n_dropped=dropped,
             settings={**settings, "k": k},
+            warnings=diagnose(bound, mi, se, len(x), x.shape[1], y.shape[1]),
         )  # fmt: skip
     cfg = _train_config(train, bound)
     dev = resolve_device(device)
     tr, va, ev = split_indices(len(x), eval_fraction, val_fraction, seed)
-    if standardize:
-        mu_x, sd_x = x[tr].mean(0), x[tr].std(0)
-        mu_y, sd_y = y[tr].mean(0), y[tr].std(0)
-        if (sd_x == 0).any() or (sd_y == 0).any():
-            raise DimError("a column is constant on the training split; drop it")
-        x, y = (x - mu_x) / sd_x, (y - mu_y) / sd_y
+    x, y = fit_transform(transform, x[tr])(x), fit_transform(transform, y[tr])(y)
     xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     yt = torch.from_numpy(np.ascontiguousarray(y)).to(dev)
     net_kw = {"hidden": hidden, "layers": layers, "embed": embed, "activation": activation}
@@ -199,6 +301,8 @@ def estimate_mi(
         critic, x.shape[1], y.shape[1], net_kw, bound, tau, momentum, seed
     )
     net.to(dev)
+    if isinstance(net, GaussianConcatCritic):
+        net.fit(xt[tr], yt[tr])
     if isinstance(bound_fn, torch.nn.Module):
         bound_fn.to(dev)
     with torch_threads(threads):
@@ -207,13 +311,18 @@ def estimate_mi(
             true_mi=(lambda _: true_mi) if true_mi is not None else None, on_point=on_point,
         )  # fmt: skip
         mi, se, _ = heldout_estimate(net, bound_fn, xt[ev], yt[ev], _eval_block(cfg))
+        with torch.no_grad():
+            net.eval()
+            max_score = float(net(xt[ev], yt[ev]).abs().max())
     settings.update(
         device=str(dev), critic=critic, **net_kw, tau=tau, momentum=momentum, **asdict(cfg)
     )
+    warnings = diagnose(bound, mi, se, len(tr), x.shape[1], y.shape[1], cfg, outcome, max_score)
     return MIEstimate(
         mi_nats=mi, stderr_nats=se, bound=bound, n_train=len(tr), n_val=len(va), n_eval=len(ev),
         curve=outcome.curve, true_mi=true_mi, best_step=outcome.best_step, steps=outcome.steps,
         seconds=time.perf_counter() - start, n_dropped=dropped, settings=settings,
+        warnings=warnings,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ and TensorBoard scalars ``mi/train``, ``mi/heldout``, ``mi/true`` (per validatio
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -55,7 +56,7 @@ def critic_settings(model: DictConfig | dict[str, Any]) -> dict[str, Any]:
     name = m.pop("critic")
     if name not in CRITIC_DEFAULTS:
         raise DimError(f"unknown critic '{name}'; choose one of: {', '.join(CRITIC_DEFAULTS)}")
-    if name == "concat" and m.get("embed") is not None:
+    if name != "separable" and m.get("embed") is not None:
         raise DimError("model.embed is a setting of model.critic=separable only")
     out = {k: v for k, v in m.items() if v is not None}
     return {"critic": name, **CRITIC_DEFAULTS[name], **out}
@@ -64,7 +65,7 @@ def critic_settings(model: DictConfig | dict[str, Any]) -> dict[str, Any]:
 def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MIEstimate]:
     """Run the estimate a ``dim-mine`` config describes; returns (data source, estimate)."""
     train = _to_dict(cfg.train)
-    split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "standardize")}
+    split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "transform")}
     bound = _to_dict(cfg.bound)
     name = bound.pop("name")
     critic = critic_settings(cfg.model)
@@ -127,6 +128,8 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], MIEstimate]:
         tb.close()
     record = {"source": source, **result.to_dict()}
     (out_dir / "mi.json").write_text(json.dumps(record, indent=2) + "\n")
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     return record, result
 
 
@@ -137,9 +140,13 @@ def summary(result: MIEstimate) -> str:
         parts += [f"train pairs={result.n_train}", f"steps={result.steps}"]
         parts.append(f"kept critic of step {result.best_step}")
     parts.append(f"s.e.={result.stderr_nats:.3f} nats")
+    if result.settings.get("transform"):
+        parts.append(f"transform={result.settings['transform']}")
     if result.true_mi is not None:
         parts.append(f"true MI={result.true_mi:.3f} nats")
     parts.append(f"{result.seconds:.1f} s")
     if result.n_dropped:
         parts.append(f"dropped {result.n_dropped} non-finite rows")
+    if result.warnings:
+        parts.append(f"{len(result.warnings)} warning(s), see stderr and mi.json")
     return "  ".join(parts)

@@ -71,6 +71,7 @@ class TrainOutcome:
     best_val: float = float("nan")
     steps: int = 0
     stopped_early: bool = False
+    diverged: bool = False
 
 
 class BatchSource(Protocol):
@@ -154,7 +155,8 @@ def heldout_estimate(
     if isinstance(bound, nn.Module):
         bound.eval()
     # At least 4 blocks (when there are >= 64 pairs) so the standard error means something.
-    n_blocks = max(len(x) // block, min(4, len(x) // 16), 1)
+    # Blocks never exceed ``block`` pairs, so InfoNCE stays below log(block).
+    n_blocks = max(math.ceil(len(x) / block), min(4, len(x) // 16), 1)
     values = []
     for idx in np.array_split(np.arange(len(x)), n_blocks):
         xb, yb = x[idx], y[idx]
@@ -209,6 +211,12 @@ def train_critic(
     out = TrainOutcome()
     best_state = copy.deepcopy(critic.state_dict())
     best_val, since_best, window = -math.inf, 0, []
+    if early_stopping and not callable(val):
+        # The untrained critic is a candidate too (for the ``gauss`` critic: the Gaussian one),
+        # so training can only improve the kept critic's validation score.
+        best_val, _, _ = heldout_estimate(critic, bound, val[0], val[1], block)
+        if not math.isfinite(best_val):
+            best_val = -math.inf
     critic.train()
     if isinstance(bound, nn.Module):
         bound.train()
@@ -217,6 +225,7 @@ def train_critic(
         scores, mask = batch_scores(critic, x, y, cfg.negatives, cfg.n_shuffles, gen)
         res = bound(scores, mask)
         if not torch.isfinite(res.loss):
+            out.diverged = True
             break  # diverged: keep the best critic seen so far
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
@@ -231,7 +240,11 @@ def train_critic(
             continue
         vx, vy = val(step) if callable(val) else val
         val_mi, _, _ = heldout_estimate(critic, bound, vx, vy, block)
-        point = CurvePoint(step, float(np.mean(window)), val_mi, true_mi(step) if true_mi else None)
+        if not math.isfinite(val_mi):
+            out.diverged = True
+            val_mi = -math.inf
+        shown = val_mi if math.isfinite(val_mi) else None
+        point = CurvePoint(step, float(np.mean(window)), shown, true_mi(step) if true_mi else None)
         window = []
         out.curve.append(point)
         if on_point is not None:

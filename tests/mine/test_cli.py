@@ -25,7 +25,11 @@ from dim.mine.run import critic_settings, register_bound_configs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "mine"
 FAST = ["model.hidden=32", "train.max_steps=60", "train.eval_every=20"]
-LAST_LINE = re.compile(r"^I\(X;Y\) ≈ (-?\d+\.\d{3}) nats \((-?\d+\.\d{3}) bits\)$")
+# The estimate is never negative; a clipped raw estimate is named after the interval.
+LAST_LINE = re.compile(
+    r"^I\(X;Y\) ≈ (\d+\.\d{3}) nats \((\d+\.\d{3}) bits\), "
+    r"95% CI \[(\d+\.\d{3}), (\d+\.\d{3})\] nats(?:; raw estimate -\d+\.\d{3}: .+)?$"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -98,13 +102,14 @@ def test_model_picks_the_critic_and_fills_its_defaults():
         return critic_settings(compose_mine(list(overrides)).model)
 
     base = {"hidden": 256, "activation": "silu"}
-    assert settings() == {"critic": "concat", "layers": 1, **base}
+    assert settings() == {"critic": "gauss", "layers": 2, "hidden": 128, "activation": "silu"}
+    assert settings("model.critic=concat") == {"critic": "concat", "layers": 1, **base}
     sep = settings("model.critic=separable")
     assert sep == {"critic": "separable", "layers": 2, "embed": 32, **base}
     assert settings("model.critic=separable", "model.embed=8", "model.layers=1")["embed"] == 8
     with pytest.raises(DimError, match="model.embed is a setting of model.critic=separable only"):
         settings("model.embed=8")
-    with pytest.raises(DimError, match="unknown critic 'bilinear'; choose one of: concat"):
+    with pytest.raises(DimError, match="unknown critic 'bilinear'; choose one of: gauss, concat"):
         settings("model.critic=bilinear")
 
 

@@ -30,7 +30,12 @@ def test_short_mine_estimate_lands_near_the_analytic_mi():
     assert res.mi_nats == pytest.approx(1.0, abs=0.15)
     assert res.mi_bits == pytest.approx(res.mi_nats / math.log(2))
     assert 0 < res.stderr_nats < 0.2
-    assert str(res) == f"I(X;Y) ≈ {res.mi_nats:.3f} nats ({res.mi_bits:.3f} bits)"
+    lo, hi = res.ci_nats
+    assert lo < res.mi_nats < hi and hi - lo == pytest.approx(2 * 1.959964 * res.stderr_nats)
+    assert str(res) == (
+        f"I(X;Y) ≈ {res.mi_nats:.3f} nats ({res.mi_bits:.3f} bits), "
+        f"95% CI [{lo:.3f}, {hi:.3f}] nats"
+    )
     # The training curve: one point per validation, with the truth alongside.
     assert [p.step for p in res.curve] == [100, 200, 300, 400][: len(res.curve)]
     assert all(p.true_mi == 1.0 and p.heldout_mi is not None for p in res.curve)
