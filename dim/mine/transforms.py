@@ -57,16 +57,19 @@ def _copula_column(train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 def fit_transform(kind: str, train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """A function mapping an ``(n, d)`` array column by column, fitted on ``train`` rows.
 
+    A column constant on the training rows maps to 0 under ``copula`` (it tells the critic
+    nothing) and is refused under ``zscore``.
+
     Raises:
-        DimError: an unknown kind, or a column that is constant on the training rows.
+        DimError: an unknown kind, or (``zscore``) a column constant on the training rows.
     """
     if kind not in TRANSFORMS:
         raise DimError(f"transform must be one of {', '.join(TRANSFORMS)}, got '{kind}'")
     if kind == "none":
         return lambda a: a
-    if (np.ptp(train, axis=0) == 0).any():
-        raise DimError("a column is constant on the training split; drop it")
     if kind == "zscore":
+        if (np.ptp(train, axis=0) == 0).any():
+            raise DimError("a column is constant on the training split; drop it")
         mu, sd = train.mean(0), train.std(0)
         return lambda a: (a - mu) / sd
     columns = [_copula_column(train[:, j].astype(np.float64)) for j in range(train.shape[1])]
