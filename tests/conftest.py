@@ -36,6 +36,16 @@ SCRIPTS = {
 }
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker is one of as many
+    processes as cores: one torch thread each, so the workers do not oversubscribe the CPU."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses the tests start
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked ``gpu`` need CUDA: skipped (with the reason) on machines without it."""
     import torch
