@@ -2,6 +2,7 @@
 
 - :class:`TensorBoardVisuals`: Y / sigmoid(Y) / prior histograms and a grid of training inputs;
 - :class:`KNNMonitor`: kNN accuracy of the frozen features every few epochs;
+- :class:`PriorMonitor`: how closely sigmoid(Y) matches the prior, in the same cadence;
 - :class:`EmbeddingProjector`: a TensorBoard projector of Y at the end of training.
 
 The last two read the data module's splits (``trainer.datamodule.splits``) and the module's
@@ -9,6 +10,8 @@ The last two read the data module's splits (``trainer.datamodule.splits``) and t
 """
 
 from __future__ import annotations
+
+import sys
 
 import pytorch_lightning as pl
 import torch
@@ -77,6 +80,16 @@ def interleave(gathered: torch.Tensor, n: int) -> torch.Tensor:
     return gathered.transpose(0, 1).reshape(-1, *gathered.shape[2:])[:n]
 
 
+def _due(every_n_epochs: int, trainer: pl.Trainer) -> bool:
+    """A monitor's turn: every ``every_n_epochs`` epochs and after the last one (0 = never)."""
+    if every_n_epochs <= 0 or trainer.sanity_checking:
+        return False
+    epoch = trainer.current_epoch + 1
+    max_epochs = trainer.max_epochs or -1  # -1: bounded by max_steps, not epochs
+    last = 0 < max_epochs <= epoch
+    return last or epoch % every_n_epochs == 0
+
+
 def _encoder(pl_module: pl.LightningModule) -> nn.Module:
     """The encoder of a method module (:class:`dim.methods.base.MethodModule`)."""
     encoder = pl_module.encoder
@@ -137,17 +150,9 @@ class KNNMonitor(pl.Callback):
         self.max_train, self.max_val = int(max_train), int(max_val)
         self.taps = tuple(taps)
 
-    def _due(self, trainer: pl.Trainer) -> bool:
-        if self.every_n_epochs <= 0 or trainer.sanity_checking:
-            return False
-        epoch = trainer.current_epoch + 1
-        max_epochs = trainer.max_epochs or -1  # -1: bounded by max_steps, not epochs
-        last = 0 < max_epochs <= epoch
-        return last or epoch % self.every_n_epochs == 0
-
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         splits = _splits(trainer)
-        if not self._due(trainer) or splits is None or not splits.num_classes:
+        if not _due(self.every_n_epochs, trainer) or splits is None or not splits.num_classes:
             return
         device = pl_module.device
         bank = _shared_features(trainer, pl_module, splits.eval_dataset("train"), self.max_train)
@@ -168,6 +173,51 @@ class KNNMonitor(pl.Callback):
             )
             # Identical on every process (same gathered features); sync_dist is bookkeeping.
             pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=True)
+
+
+class PriorMonitor(pl.Callback):
+    """How closely sigmoid(Y) matches the uniform prior, in the kNN monitor's cadence:
+    ``val/prior/ks`` (mean per-coordinate KS distance) and ``val/prior/c2st`` (held-out accuracy
+    of a fresh classifier telling sigmoid(Y) from prior samples; 0.5 = matched), on the first
+    ``max_val`` validation images (:mod:`dim.eval.prior`).  Only for models with a prior term.
+
+    D's own accuracy cannot show this: a discriminator that collapsed to a constant scores 0.5.
+    When its logits barely spread (``val/prior/d_logit_std`` below ``collapse_std``) while the
+    classifier still tells Y from the prior, a warning says so once.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, max_val: int = 2000, collapse_std: float = 0.05
+    ) -> None:
+        self.every_n_epochs = int(every_n_epochs)
+        self.max_val = int(max_val)
+        self.collapse_std = float(collapse_std)
+        self.warned = False
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        splits = _splits(trainer)
+        if splits is None or getattr(pl_module, "gamma", 0) <= 0:
+            return
+        if not _due(self.every_n_epochs, trainer):
+            return
+        from dim.eval.prior import prior_match
+
+        y = _shared_features(trainer, pl_module, splits.val, self.max_val).y.numpy()
+        m = prior_match(y, seeds=1, seed=0, max_iter=50)  # identical on every process
+        pl_module.log("val/prior/ks", m["ks"], on_epoch=True, sync_dist=True)
+        pl_module.log("val/prior/c2st", m["c2st"][0], on_epoch=True, sync_dist=True)
+        spread = trainer.callback_metrics.get("val/prior/d_logit_std")
+        if spread is not None and float(spread) < self.collapse_std and m["c2st"][0] > 0.75:
+            if not self.warned and trainer.is_global_zero:
+                print(
+                    f"warning: the prior discriminator has collapsed (logit spread "
+                    f"{float(spread):.3f}) while a fresh classifier tells sigmoid(Y) from the "
+                    f"prior with accuracy {m['c2st'][0]:.2f}: Y is not being matched to the "
+                    "prior; see docs/math.md (the prior game)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.warned = True
 
 
 class EmbeddingProjector(pl.Callback):

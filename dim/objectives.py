@@ -115,6 +115,7 @@ class DiscriminatorOutput:
     loss: Tensor
     accuracy: Tensor
     gradient_penalty: Tensor
+    logit_std: Tensor  # spread of D's logits over real and fake: ~0 means D collapsed
 
 
 def prior_discriminator_loss(
@@ -139,4 +140,9 @@ def prior_discriminator_loss(
         gp = grad.pow(2).sum(1).mean()  # mean over real and fake together
         loss = loss + gp_weight * gp
     acc = ((real_logit > 0).float().mean() + (fake_logit < 0).float().mean()) / 2
-    return DiscriminatorOutput(loss=loss, accuracy=acc.detach(), gradient_penalty=gp.detach())
+    return DiscriminatorOutput(
+        loss=loss,
+        accuracy=acc.detach(),
+        gradient_penalty=gp.detach(),
+        logit_std=logits.detach().float().std(),
+    )

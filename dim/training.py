@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from dim.callbacks import EmbeddingProjector, KNNMonitor, TensorBoardVisuals
+from dim.callbacks import EmbeddingProjector, KNNMonitor, PriorMonitor, TensorBoardVisuals
 from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_encoder, save_encoder
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
@@ -79,6 +79,7 @@ def build_callbacks(
         callbacks.append(
             KNNMonitor(knn.every_n_epochs, knn.k, knn.temperature, knn.max_train, knn.max_val)
         )
+        callbacks.append(PriorMonitor(knn.every_n_epochs, knn.max_val))
     projector = cfg.callbacks.get("projector")
     if projector and projector.num_images and cfg.logger.name == "tensorboard":
         callbacks.append(EmbeddingProjector(projector.num_images))

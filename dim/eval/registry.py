@@ -20,6 +20,7 @@ PROTOCOLS: dict[str, str] = {
     "fewshot": "dim.eval.fewshot",
     "mine": "dim.eval.mine_eval",
     "ndm": "dim.eval.ndm",
+    "prior": "dim.eval.prior",
     "msssim": "dim.eval.msssim",
 }
 NEEDS_LABELS = frozenset({"nonlinear", "linear", "knn", "fewshot"})

@@ -85,6 +85,7 @@ class DIMModule(MethodModule):
         "global_mi": "mi/global",
         "prior_d_accuracy": "prior/d_accuracy",
         "prior_gradient_penalty": "prior/gradient_penalty",
+        "prior_d_logit_std": "prior/d_logit_std",
     }
     PROGRESS = ("mi/local", "probe/acc_y")
     LOSS_OF = {**MethodModule.LOSS_OF, "prior_disc": "prior_discriminator_loss"}
@@ -190,6 +191,7 @@ class DIMModule(MethodModule):
             out["prior_discriminator_loss"] = disc.loss
             out["prior_d_accuracy"] = disc.accuracy
             out["prior_gradient_penalty"] = disc.gradient_penalty
+            out["prior_d_logit_std"] = disc.logit_std
         out.update(self.probe_losses(feats, labels))
         return out
 

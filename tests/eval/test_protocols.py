@@ -34,6 +34,7 @@ QUICK = [
     "eval.mine.train.max_steps=20",
     "eval.mine.train.eval_every=10",
     "eval.ndm.steps=10",
+    "eval.prior.seeds=1",
     "eval.msssim.epochs=1",
 ]
 KEYS = {
@@ -43,6 +44,7 @@ KEYS = {
     "fewshot": {f"{n}shot/{t}" for n in (5, 10) for t in ("conv", "fc", "y")},
     "mine": {"y"},
     "ndm": {"sigmoid/y", "raw/y"},
+    "prior": {"ks/y", "c2st/y"},
     "msssim": {"y", "mse/y"},
 }
 
@@ -66,6 +68,8 @@ def test_training_logs_knn_monitor_and_embedding_projector(digits_run):
     metrics = json.loads((digits_run / "metrics.json").read_text())["metrics"]
     for tap in ("conv", "fc", "y"):
         assert 0.5 < metrics[f"val/knn/acc_{tap}"] <= 1.0, metrics  # digits: far above chance
+    # the prior monitor (the quickstart has a prior term): KS in [0, 1], C2ST above chance
+    assert 0.0 < metrics["val/prior/ks"] < 1.0 and 0.5 <= metrics["val/prior/c2st"] <= 1.0
     tb = digits_run / "tensorboard"
     assert (tb / "projector_config.pbtxt").is_file()
     labels = next(tb.rglob("metadata.tsv")).read_text().splitlines()
