@@ -221,7 +221,7 @@ CRITICS: dict[str, Callable[..., Critic]] = {
 }
 # What ``dim-mine`` uses where its ``model.layers`` / ``model.embed`` are null.
 CRITIC_DEFAULTS: dict[str, dict[str, int]] = {
-    "gauss": {"hidden": 128, "layers": 2},
+    "gauss": {"hidden": 64, "layers": 2},
     "concat": {"hidden": 256, "layers": 1},
     "separable": {"hidden": 256, "layers": 2, "embed": 32},
 }

@@ -231,7 +231,7 @@ def estimate_mi(
         critic: ``gauss`` (Gaussian log density ratio of the training pairs plus an MLP on
             ``[x; y]`` that starts at zero), ``concat`` (MLP on ``[x; y]``) or ``separable``
             (``g(x) · h(y)``).
-        hidden: critic width (None: 128 for ``gauss``, 256 for the others).
+        hidden: critic width (None: 64 for ``gauss``, 256 for the others).
         layers: hidden layers of the critic (per encoder for ``separable``; None: 2 for
             ``gauss`` and ``separable``, 1 for ``concat``).
         embed: embedding size of the separable critic.

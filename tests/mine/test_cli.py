@@ -102,7 +102,7 @@ def test_model_picks_the_critic_and_fills_its_defaults():
         return critic_settings(compose_mine(list(overrides)).model)
 
     base = {"hidden": 256, "activation": "silu"}
-    assert settings() == {"critic": "gauss", "layers": 2, "hidden": 128, "activation": "silu"}
+    assert settings() == {"critic": "gauss", "layers": 2, "hidden": 64, "activation": "silu"}
     assert settings("model.critic=concat") == {"critic": "concat", "layers": 1, **base}
     sep = settings("model.critic=separable")
     assert sep == {"critic": "separable", "layers": 2, "embed": 32, **base}

@@ -54,10 +54,11 @@ def test_copula_transform_is_fitted_on_train_rows_and_monotone():
 
 @pytest.mark.parametrize("task", ["student-1x1-dof1", "additive-noise-0.1"])
 def test_heavy_tails_and_sharp_dependence_within_target(task):
-    # 4000 pairs (not 10 000) keep the test at a few seconds; the 10 000-sample numbers are in
-    # docs/mine.md.  Fixed seed.
-    p = make_task(task, 4000, seed=0)
-    res = dim.estimate_mi(p.x, p.y, seed=0)
+    # 3000 pairs and 800 steps (not 10 000 and 1500) keep the test at a few seconds; the
+    # 10 000-sample numbers are in docs/mine.md.  Fixed seed; measured: 0.229 for 0.224 and
+    # 1.559 for 1.709 (target ± 0.171).
+    p = make_task(task, 3000, seed=0)
+    res = dim.estimate_mi(p.x, p.y, seed=0, max_steps=800)
     assert abs(res.mi_nats - p.true_mi) <= target(p.true_mi), (res.mi_nats, p.true_mi)
     assert res.mi_nats > 0 and res.ci_nats[0] <= res.mi_nats <= res.ci_nats[1]
 
