@@ -113,6 +113,20 @@ def run_cli(
     return subprocess.CompletedProcess([cmd, *args], code, out.getvalue(), err.getvalue())
 
 
+def dim_module(**model):
+    """A small DIM(L+G) module with a prior term, for 32x32 RGB images of 10 classes."""
+    from dim.methods.dim import DIMModule
+
+    base = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16])
+    return DIMModule(
+        base | model,
+        dict(name="infonce"),
+        dict(alpha=0.5, beta=1.0, gamma=0.1),
+        dict(lr=1e-4),
+        dict(channels=3, image_size=32, num_classes=10),
+    )
+
+
 def compose_train(overrides: list[str]):
     with initialize_config_module("dim.configs", version_base="1.3"):
         return compose("train", overrides=overrides)

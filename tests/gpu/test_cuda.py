@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, run_cli
+from conftest import TINY, dim_module, run_cli
 from dataset_fixtures import write_cifar10
 
 from dim.data.device import DeviceDataModule
@@ -29,7 +29,6 @@ from dim.methods.dim import DIMModule
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
-DATA = dict(channels=3, image_size=32, num_classes=10)
 # TINY on one GPU in fp32 (trainer=gpu defaults to bf16-mixed)
 GPU_TINY = [a for a in TINY if not a.startswith("trainer=")] + [
     "trainer=gpu",
@@ -50,14 +49,7 @@ def exact_fp32():
 
 def _module(**model) -> DIMModule:
     torch.manual_seed(0)
-    base = dict(encoder="basic32", mi_units=256, prior_hidden=[64, 32])
-    return DIMModule(
-        base | model,
-        dict(name="infonce"),
-        dict(alpha=0.5, beta=1.0, gamma=0.1),
-        dict(lr=1e-4),
-        DATA,
-    ).to(CUDA)
+    return dim_module(mi_units=256, prior_hidden=[64, 32], **model).to(CUDA)
 
 
 def _curve(module: DIMModule, dtype: torch.dtype | None = None, steps: int = 5) -> torch.Tensor:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, run_cli
+from conftest import TINY, dim_module, run_cli
 from dataset_fixtures import write_cifar10
 from omegaconf import OmegaConf
 
@@ -16,15 +16,7 @@ from dim.methods.dim import DIMModule
 DATA = dict(channels=3, image_size=32, num_classes=10)
 
 
-def _module(**model):
-    base = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16])
-    return DIMModule(
-        base | model,
-        dict(name="infonce"),
-        dict(alpha=0.5, beta=1.0, gamma=0.1),
-        dict(lr=1e-4),
-        DATA,
-    )
+_module = dim_module
 
 
 def test_bf16_channels_last_and_device_data_train_through_the_cli(tmp_path):
