@@ -139,7 +139,7 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
 
     Returns:
         One value per variant (0 where the held-out value is below zero); the settings hold
-        ``raw``, ``ci95_nats`` and ``warnings`` per variant.
+        ``raw``, ``ci95_nats``, ``warnings`` and ``trustworthy`` per variant.
     """
     c = cfg
     if c["bound"] not in TRAIN_BOUNDS:
@@ -163,12 +163,14 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         warnings = ndm_warnings(train_value, raw, len(te), te.shape[1])
         for line in warnings:
             print(f"warning: eval=ndm {variant}: {line}", file=sys.stderr, flush=True)
-        values[f"{variant}/y"] = Stat(max(0.0, raw), None, [max(0.0, raw)])
+        shown = max(0.0, raw)
+        values[f"{variant}/y"] = Stat(shown, None, [shown])
         report[variant] = {
             "raw": raw,
             "train_value": train_value,
             "ci95_nats": [max(0.0, raw - Z95 * se), max(0.0, raw + Z95 * se)],
             "warnings": warnings,
+            "trustworthy": not warnings,
         }
     settings = {**c, "transform": "copula", "estimates": report}
     return ProtocolResult("nats", values, settings, perf_counter() - start)
