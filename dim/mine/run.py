@@ -66,6 +66,7 @@ def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MI
     """Run the estimate a ``dim-mine`` config describes; returns (data source, estimate)."""
     train = _to_dict(cfg.train)
     split = {k: train.pop(k) for k in ("eval_fraction", "val_fraction", "transform")}
+    split["standardize"] = train.pop("standardize", None)  # the old switch (null: transform)
     bound = _to_dict(cfg.bound)
     name = bound.pop("name")
     critic = critic_settings(cfg.model)

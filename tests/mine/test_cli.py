@@ -149,6 +149,9 @@ def test_console_script_on_a_synthetic_task(tmp_path):
     record = json.loads((run / "mi.json").read_text())
     for key in ("mi_nats", "mi_bits", "bound", "n_train", "n_eval", "stderr_nats", "curve"):
         assert key in record
+    assert record["ci95_nats"][0] <= record["mi_nats"] <= record["ci95_nats"][1]
+    assert record["raw_mi_nats"] == pytest.approx(record["mi_nats"]) and "warnings" in record
+    assert record["settings"]["transform"] == "copula" and record["settings"]["critic"] == "gauss"
     assert record["bound"] == "mine" and record["true_mi"] == pytest.approx(1.0)
     assert (record["n_train"], record["n_val"], record["n_eval"]) == (700, 100, 200)
     assert float(m.group(1)) == pytest.approx(record["mi_nats"], abs=5e-4)
@@ -302,3 +305,19 @@ def test_real_console_script_reports_bad_input_with_exit_code_2(tmp_path):
         f"error: data file not found: {tmp_path}/absent.npz"
     ]
     assert not run.exists()
+
+
+def test_failure_warnings_go_to_stderr_and_mi_json(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 20))
+    np.savez(tmp_path / "in.npz", x=x, y=x + rng.normal(size=(120, 20)))
+    run = tmp_path / "run"
+    args = [f"data.path={tmp_path}/in.npz", "train.standardize=true", *FAST]
+    assert run_inprocess(monkeypatch, *args, f"hydra.run.dir={run}") == 0
+    out, err = capsys.readouterr()
+    record = json.loads((run / "mi.json").read_text())
+    assert record["settings"]["transform"] == "zscore"  # the old switch still works
+    warned = [ln for ln in err.splitlines() if ln.startswith("warning: ")]
+    assert warned == [f"warning: {w}" for w in record["warnings"]]
+    assert any("not trustworthy at this sample size" in w for w in warned)
+    assert LAST_LINE.match(out.strip().splitlines()[-1])
