@@ -78,6 +78,11 @@ def estimate_from_config(cfg: DictConfig, on_point: Any = None) -> tuple[str, MI
         d = cfg.data
         task = Staircase(d.dim, list(d.levels), d.steps_per_level, d.cubic)
         train.pop("max_steps")
+        if critic["critic"] == "gauss":
+            # Fresh batches, no training split to fit the Gaussian part on: the concat critic
+            # (with its own defaults) that the staircase was measured with.
+            model = {**_to_dict(cfg.model), "critic": "concat"}
+            common.update(critic_settings(model))
         result = estimate_staircase(task, name, **common, n_eval=d.n_eval, **train)
         return f"staircase(dim={d.dim}, levels={list(d.levels)})", result
     pairs = load_pairs(cfg.data)
