@@ -49,7 +49,7 @@ def test_estimate_is_computed_on_pairs_the_critic_never_saw():
     # estimate climbs above zero, the held-out estimate must not follow it.
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(600, 5)), rng.normal(size=(600, 5))
-    res = dim.estimate_mi(x, y, "nwj", hidden=256, lr=1e-2, max_steps=300, patience=100)
+    res = dim.estimate_mi(x, y, "nwj", hidden=256, layers=1, lr=1e-2, max_steps=300, patience=100)
     assert max(p.train_mi for p in res.curve) > 0.1
     assert res.mi_nats < 0.05
 
