@@ -10,7 +10,7 @@ vary are dropped (they carry no information).
 
 As with ``dim-mine``, the value is never negative (a raw estimate below zero is reported as 0,
 the raw value kept in the settings), the settings carry the 95% interval, and every failure
-signature of :func:`dim.mine.estimator.diagnose` (above all: too few pairs for the dimension of
+signature of :func:`dim.mine.diagnostics.diagnose` (above all: too few pairs for the dimension of
 the images and Y, where the estimate is not trustworthy) is printed as one ``warning:`` line on
 stderr and kept in the settings' ``warnings`` list.
 """

@@ -33,7 +33,7 @@ from dim.errors import DimError
 from dim.eval.classifiers import seeded
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
-from dim.mine.estimator import MIN_PAIRS_PER_DIM
+from dim.mine.diagnostics import MIN_PAIRS_PER_DIM
 from dim.mine.result import Z95
 from dim.mine.transforms import fit_transform
 from dim.nets.mlp import mlp

@@ -107,6 +107,13 @@ def format_stat(stat: Stat, metric: str) -> str:
     return text
 
 
+def _warned(result: ProtocolResult, variant: str) -> bool:
+    """Whether a protocol flagged this variant's value with warnings (``settings.warnings``, or
+    ``settings.estimates.<variant>.warnings`` for protocols with several estimates)."""
+    per_variant = result.settings.get("estimates", {}).get(variant, {})
+    return bool(result.settings.get("warnings") or per_variant.get("warnings"))
+
+
 def table_rows(results: dict[str, ProtocolResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the wide table (one column per feature tap that appears)."""
     features = [
@@ -123,6 +130,8 @@ def table_rows(results: dict[str, ProtocolResult]) -> tuple[list[str], list[list
             variants.setdefault(variant, {})[feature] = stat
         for variant, cells in variants.items():
             label = f"{name} {variant}".strip()
+            if _warned(r, variant):  # the estimator's own failure signatures (dim.mine)
+                label += " (untrustworthy)"
             metric = r.metric_of(variant)
             unit = f"{metric} (%)" if metric in PERCENT else metric
             rows.append(

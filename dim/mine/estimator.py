@@ -9,16 +9,15 @@ default the Gaussian copula transform: MI is invariant under invertible maps of 
 this changes the optimisation, not the target).  The default critic starts as the Gaussian log
 density ratio of the training pairs and learns a correction on top (``critic="gauss"``).
 
-The result is checked for the classic failure signatures (:func:`diagnose`); each one found is a
-line in ``MIEstimate.warnings``.  A held-out estimate below zero is reported as 0 with its raw
-value kept alongside.
+The result is checked for the classic failure signatures (:mod:`dim.mine.diagnostics`); each
+one found is a line in ``MIEstimate.warnings``.  A held-out estimate below zero is reported as 0
+with its raw value kept alongside.
 
 ``bound="ksg"`` is the non-neural Kraskov estimator; it has nothing to fit, so it uses all pairs.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,13 +30,13 @@ import torch
 from dim.bounds import bound_names
 from dim.errors import DimError
 from dim.mine.critics import CRITIC_DEFAULTS, Critic, GaussianConcatCritic, build_critic
+from dim.mine.diagnostics import diagnose
 from dim.mine.ksg import ksg_mi
 from dim.mine.pairs import MIN_SAMPLES, Staircase, validate_pairs
-from dim.mine.result import Z95, CurvePoint, MIEstimate
+from dim.mine.result import CurvePoint, MIEstimate
 from dim.mine.training import (
     ArraySource,
     TrainConfig,
-    TrainOutcome,
     heldout_estimate,
     make_bound,
     train_critic,
@@ -51,86 +50,6 @@ ESTIMATORS: tuple[str, ...] = (*NEURAL_BOUNDS, "ksg")
 # Without early stopping nothing rescues a diverging critic: the staircase trains more gently
 # (at the default 5e-3, MINE and NWJ diverged above ~8 nats in scripts/mine_staircase.py).
 STAIRCASE_LR = 1e-3
-# Fewer training pairs than this per input dimension: the estimate is flagged as untrustworthy.
-MIN_PAIRS_PER_DIM = 10
-# Held-out critic scores beyond this magnitude: e^T over- or underflows the DV/NWJ averages.
-SCORE_BLOWUP = 50.0
-
-
-def diagnose(
-    bound: str,
-    raw: float,
-    se: float,
-    n_train: int,
-    x_dim: int,
-    y_dim: int,
-    cfg: TrainConfig | None = None,
-    outcome: TrainOutcome | None = None,
-    max_score: float = 0.0,
-) -> list[str]:
-    """The failure signatures an estimate shows, one line each (empty: none found).
-
-    - too few pairs for the dimension (fewer than ``MIN_PAIRS_PER_DIM`` training pairs per input
-      dimension; KSG: more than 10 dimensions in all, where k-NN estimates are biased low);
-    - the held-out estimate far below the training estimate of the kept critic (overfitting);
-    - no convergence (still improving at ``max_steps``);
-    - a critic score blow-up (non-finite loss, huge held-out scores or a held-out spread too wide
-      to mean anything);
-    - InfoNCE at its ceiling log(K);
-    - a raw estimate below zero beyond its own 95% interval.
-    """
-    out: list[str] = []
-    dims = x_dim + y_dim
-    if bound == "ksg":
-        if dims > 10:
-            out.append(
-                f"KSG in {dims} dimensions is biased low (k-NN distances concentrate); "
-                "use bound=mine"
-            )
-        if raw + Z95 * se < 0:
-            out.append(f"estimate {raw:.3f} is below zero beyond its interval; reported as 0")
-        return out
-    if n_train < MIN_PAIRS_PER_DIM * dims:
-        out.append(
-            f"only {n_train} training pairs for {x_dim}+{y_dim} dimensions (fewer than "
-            f"{MIN_PAIRS_PER_DIM} per dimension): not trustworthy at this sample size"
-        )
-    if outcome is not None and outcome.curve and outcome.best_step:
-        train_at_best = next(
-            (p.train_mi for p in outcome.curve if p.step == outcome.best_step), None
-        )
-        if train_at_best is not None and train_at_best - raw > max(0.15, 0.25 * abs(raw)):
-            out.append(
-                f"held-out estimate {raw:.3f} is far below the training estimate "
-                f"{train_at_best:.3f}: the critic overfits (more pairs or a smaller critic)"
-            )
-    if outcome is not None and cfg is not None and not outcome.stopped_early:
-        vals = [p.heldout_mi for p in outcome.curve if p.heldout_mi is not None]
-        if not outcome.diverged and outcome.best_step == outcome.steps and len(vals) >= 2:
-            out.append(
-                f"not converged: the validation estimate was still rising at the last step "
-                f"({max(vals[:-1]):.3f} -> {vals[-1]:.3f}); raise train.max_steps"
-            )
-    if outcome is not None and outcome.diverged:
-        out.append("critic scores blew up (non-finite loss); the last finite critic was kept")
-    elif max_score > SCORE_BLOWUP or not np.isfinite(raw) or se > 0.5 + 0.25 * abs(raw):
-        out.append(
-            f"critic scores blew up (largest held-out |T| {max_score:.1f}, s.e. {se:.3f}): "
-            "the estimate is not reliable; lower train.lr"
-        )
-    if bound == "infonce" and cfg is not None:
-        cap = math.log(cfg.batch_size)
-        if raw > cap - 0.5:
-            out.append(
-                f"InfoNCE is at its ceiling log({cfg.batch_size}) = {cap:.3f}: the MI may be "
-                "far higher; use bound=mine or a larger train.batch_size"
-            )
-    if raw + Z95 * se < 0:
-        out.append(
-            f"estimate {raw:.3f} is below zero beyond its interval (the critic failed); "
-            "reported as 0"
-        )
-    return out
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dim
-from dim.mine.estimator import diagnose
+from dim.mine.diagnostics import diagnose
 from dim.mine.result import Z95, CurvePoint, MIEstimate
 from dim.mine.tasks import TASKS, make_task, student_t_correction
 from dim.mine.training import TrainConfig, TrainOutcome
