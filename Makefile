@@ -20,7 +20,7 @@ train: install
 	$(BIN)/dim-train experiment=quickstart $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -n auto $(ARGS)
+	$(BIN)/python -m pytest -n auto --dist worksteal $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
