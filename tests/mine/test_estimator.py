@@ -4,23 +4,15 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import dim
 from dim.errors import DimError
 from dim.mine import estimate_staircase
 from dim.mine.pairs import Staircase, gaussian_pairs
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = {"hidden": 64, "max_steps": 400}
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny per-step ops: one thread avoids OpenMP synchronisation cost (4x less CPU measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_short_mine_estimate_lands_near_the_analytic_mi():

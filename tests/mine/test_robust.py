@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import dim
 from dim.mine.diagnostics import diagnose
@@ -19,13 +18,7 @@ from dim.mine.tasks import TASKS, make_task, student_t_correction
 from dim.mine.training import TrainConfig, TrainOutcome
 from dim.mine.transforms import fit_transform
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def target(truth: float) -> float:
