@@ -154,3 +154,18 @@ def test_multinode_settings_build_a_ddp_trainer():
     trainer = pl.Trainer(**c, logger=False, enable_checkpointing=False)
     assert isinstance(trainer.strategy, DDPStrategy)
     assert trainer.num_nodes == 2 and trainer.num_devices == 8 and trainer.world_size == 16
+
+
+def test_discriminator_learns_at_the_encoders_rate_unless_set():
+    """The prior's D follows optim.lr (a quickstart D at 1e-4 facing a 5e-4 encoder left sigmoid(Y)
+    further from the prior than no prior term); the paper's 1e-4 for both stays the default."""
+    d_lr = lambda *o: OmegaConf.to_container(compose_train(list(o)).optim, resolve=True)["d_lr"]  # noqa: E731
+    assert d_lr() == 1e-4 and d_lr("experiment=quickstart") == 5e-4
+    assert d_lr("experiment=quickstart", "optim.d_lr=1e-4") == 1e-4
+    module = DIMModule(
+        {"encoder": "basic32", "mi_units": 32, "prior_hidden": [8]}, {"name": "infonce"},
+        {"alpha": 0.0, "beta": 1.0, "gamma": 1.0}, {"lr": 5e-4, "d_lr": 5e-4},
+        {"channels": 3, "image_size": 32, "num_classes": None},
+    )  # fmt: skip
+    optimizers, _ = module.configure_optimizers()
+    assert [o.param_groups[0]["lr"] for o in optimizers] == [5e-4, 5e-4]
