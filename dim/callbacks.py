@@ -100,7 +100,23 @@ def _encoder(pl_module: pl.LightningModule) -> nn.Module:
 def _shared_features(
     trainer: pl.Trainer, pl_module: pl.LightningModule, dataset, limit: int
 ) -> Features:
-    """Features of the first ``limit`` images, each process encoding its strided share."""
+    """Features of the first ``limit`` images, each process encoding its strided share.
+
+    Kept until the next epoch starts, so the monitors that run at the same validation end (kNN,
+    prior) encode the validation images once.
+    """
+    key = (trainer.global_step, id(dataset), int(limit))
+    cache: dict[tuple[int, int, int], Features] = getattr(pl_module, "_monitor_features", {})
+    if key not in cache:
+        cache = {k: v for k, v in cache.items() if k[0] == trainer.global_step}  # this step's
+        cache[key] = _encode_shared(trainer, pl_module, dataset, limit)
+        pl_module._monitor_features = cache  # type: ignore[assignment]
+    return cache[key]
+
+
+def _encode_shared(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, dataset, limit: int
+) -> Features:
     n = min(len(dataset), int(limit))
     world, rank = trainer.world_size, trainer.global_rank
     share = Subset(dataset, range(rank, n, world)) if world > 1 else dataset
@@ -117,7 +133,14 @@ def _shared_features(
     return Features(gather(feats.conv), gather(feats.fc), gather(feats.y), gather(feats.labels))
 
 
-class KNNMonitor(pl.Callback):
+class _Monitor(pl.Callback):
+    """A monitor run at validation end; the features it shares are dropped when training resumes."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.__dict__.pop("_monitor_features", None)
+
+
+class KNNMonitor(_Monitor):
     """Cosine kNN accuracy of the frozen features, logged as ``val/knn/acc_{conv,fc,y}``.
 
     Runs at the end of validation every ``every_n_epochs`` epochs and after the last epoch, so the
@@ -175,7 +198,7 @@ class KNNMonitor(pl.Callback):
             pl_module.log(f"val/knn/acc_{tap}", acc, on_epoch=True, sync_dist=True)
 
 
-class PriorMonitor(pl.Callback):
+class PriorMonitor(_Monitor):
     """How closely sigmoid(Y) matches the uniform prior, in the kNN monitor's cadence:
     ``val/prior/ks`` (mean per-coordinate KS distance) and ``val/prior/c2st`` (held-out accuracy
     of a fresh classifier telling sigmoid(Y) from prior samples; 0.5 = matched), on the first
