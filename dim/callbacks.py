@@ -51,6 +51,8 @@ class TensorBoardVisuals(pl.Callback):
         if self.image_grid and not self._grid_done:
             from torchvision.utils import make_grid
 
+            if x.dim() == 5:  # view pairs (AMDIM): each image's two views side by side
+                x = x[:32].flatten(0, 1)
             grid = make_grid(x[:64].detach().float().cpu(), nrow=8, normalize=True)
             writer.add_image("inputs/train_batch", grid, step)
             self._grid_done = True

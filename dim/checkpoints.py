@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from dim.errors import DimError
-from dim.nets.encoders import Encoder, build_encoder
+from dim.nets.encoders import Encoder, build_encoder, encoder_config
 
 ENCODER_FORMAT = "dim-encoder/1"
 
@@ -62,12 +62,7 @@ def encoder_config_from_checkpoint(ckpt: dict[str, Any], path: Path) -> dict[str
     model, data = hp.get("model"), hp.get("data")
     if not model or not data:
         raise DimError(f"{path} is not a dim training checkpoint (no model/data hyper-parameters)")
-    return {
-        "name": model["encoder"],
-        "in_channels": int(data["channels"]),
-        "image_size": int(data["image_size"]),
-        "y_dim": int(model.get("y_dim", 64)),
-    }
+    return encoder_config(model, data)
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> Encoder:

@@ -36,7 +36,7 @@ class ScoreOptions:
     score_reg: float = 0.0
 
 
-def _apply_bound(scores: Tensor, mask: Tensor, bound: Bound, opts: ScoreOptions) -> TermOutput:
+def apply_bound(scores: Tensor, mask: Tensor, bound: Bound, opts: ScoreOptions) -> TermOutput:
     out = bound(tanh_clip(scores, opts.tclip), mask)
     loss = out.loss
     if opts.score_reg > 0:
@@ -75,7 +75,7 @@ def local_mi(
     mask = local_pos_mask(
         y_enc.shape[0], local_enc.shape[0], local_enc.shape[1], device=scores.device
     )
-    return _apply_bound(scores, mask, bound, opts or ScoreOptions())
+    return apply_bound(scores, mask, bound, opts or ScoreOptions())
 
 
 def global_mi(
@@ -92,7 +92,7 @@ def global_mi(
     y_enc = gather(critic.encode_y(y))
     scores = critic.score(x_enc, y_enc)
     mask = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
-    return _apply_bound(scores, mask, bound, opts or ScoreOptions())
+    return apply_bound(scores, mask, bound, opts or ScoreOptions())
 
 
 def prior_encoder_loss(disc: nn.Module, y: Tensor) -> Tensor:

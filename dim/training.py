@@ -28,7 +28,8 @@ from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_enc
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
-from dim.methods.dim import DIMModule
+from dim.methods import build_method
+from dim.methods.base import MethodModule
 from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
 
 TB_DIR = "tensorboard"
@@ -86,7 +87,7 @@ def build_callbacks(
     return callbacks
 
 
-def check_checkpoint(path: Path, module: DIMModule) -> dict[str, Any]:
+def check_checkpoint(path: Path, module: MethodModule) -> dict[str, Any]:
     """Fail early, in one line, on a missing, corrupt or other-architecture checkpoint; returns
     the checkpoint."""
     if not path.is_file():
@@ -240,10 +241,14 @@ def _train(
 ) -> dict[str, Any]:
     check_devices(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    data: ImageDataModule | DeviceDataModule = ImageDataModule(_plain(cfg.data), seed=int(cfg.seed))
+    method = _plain(cfg.method) if "method" in cfg else {"name": "dim"}  # older runs: DIM
+    data: ImageDataModule | DeviceDataModule = ImageDataModule(
+        _plain(cfg.data), seed=int(cfg.seed), views=method.get("views")
+    )
     if cfg.data_on_device:
         data = DeviceDataModule(data)
-    module = DIMModule(
+    module = build_method(
+        method["name"],
         model=_plain(cfg.model),
         bound=_plain(cfg.bound),
         objective=_plain(cfg.objective),
@@ -315,7 +320,7 @@ def print_summary(
             lines.append(
                 f"  kNN accuracy          ({key.rsplit('_', 1)[-1]:>4}): {metrics[key]:.3f}"
             )
-    for key in ("val/mi/local", "val/mi/global"):
+    for key in sorted(k for k in metrics if k.startswith("val/mi/")):  # DIM local/global, AMDIM
         if metrics.get(key) is not None:
             lines.append(f"  {key.split('/', 1)[1]} estimate (nats): {metrics[key]:.3f}")
     lines += [

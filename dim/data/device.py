@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from dim.data.sampling import epoch_order, shard
+from dim.data.views import gather_crop, make_views
 from dim.errors import DimError
 
 
@@ -120,6 +121,7 @@ class DeviceDataModule(pl.LightningDataModule):
         self.rank, self.world_size = 0, 1
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
         self.stats: tuple[Tensor, Tensor] | None = None
+        self.view_stats = base.view_stats
 
     @property
     def info(self) -> dict[str, Any]:
@@ -159,6 +161,11 @@ class DeviceDataModule(pl.LightningDataModule):
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.stats is not None:
             x = (x - self.stats[0]) / self.stats[1]
+        if train and self.base.views is not None:  # (N, 2, C, H, W), as the CPU loader gives
+            mean, std = (
+                torch.tensor(s, device=x.device).view(1, -1, 1, 1) for s in self.view_stats
+            )
+            x = make_views(x, mean, std, self.base.views, generator)
         return x
 
     def train_dataloader(self) -> DeviceBatches:
@@ -197,8 +204,4 @@ def random_crop(
     ph, pw = padded.shape[-2:]
     dy = torch.randint(0, ph - size + 1, (n,), device=x.device, generator=generator)
     dx = torch.randint(0, pw - size + 1, (n,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(size, device=x.device)[None, :])[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    return gather_crop(padded, dy, dx, size, size)

@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from dim.data.base import dataset_len
 from dim.data.sampling import ResumableSampler, SeededSamples, StreamPosition
 from dim.data.sources import build_splits
+from dim.data.transforms import normalisation
+from dim.data.views import TwoViews, ViewOptions
 from dim.errors import DimError
 
 __all__ = ["ImageDataModule"]
@@ -26,12 +28,18 @@ class ImageDataModule(pl.LightningDataModule):
     The training order and augmentation depend only on ``(seed, epoch)`` (``dim/data/sampling.py``)
     and the position in the stream is part of the checkpoint, so a resume from any step, even
     mid-epoch, continues with exactly the batches a run that never stopped would have seen.
+
+    With ``views`` (a method's ``method.views``), every training item is two augmented views
+    ``(2, C, H, W)`` of one image (:mod:`dim.data.views`); validation stays one image.
     """
 
-    def __init__(self, cfg: dict[str, Any], seed: int = 0) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], seed: int = 0, views: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.cfg = dict(cfg)
         self.seed = int(seed)
+        self.views = ViewOptions.from_config(views)
         self.position = StreamPosition()
         self.splits = build_splits(self.cfg)
         self.batch_size = int(self.cfg.get("batch_size", 64))
@@ -78,7 +86,16 @@ class ImageDataModule(pl.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
         )
-        return self._loader(SeededSamples(self.splits.train), sampler)
+        train = self.splits.train
+        if self.views is not None:
+            train = TwoViews(train, self.views, self.view_stats)
+        return self._loader(SeededSamples(train), sampler)
+
+    @property
+    def view_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` per channel of the training images (what the views un-normalise)."""
+        cfg = {**self.cfg, "channels": self.splits.channels}
+        return normalisation(cfg, str(self.cfg.get("name")))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.splits.val)

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from dim.data import folders, torchvision_sets  # noqa: F401 - they register their sources
 from dim.data.base import SOURCES, Source, Splits, missing_data_error, register
-from dim.data.transforms import image_transform
+from dim.data.transforms import image_transform, normalisation
 from dim.errors import DimError
 
 __all__ = [
@@ -31,8 +31,10 @@ __all__ = [
 ]
 
 
-def _normalize(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> torch.Tensor:
-    return (images - mean) / std
+def _normalize(images: torch.Tensor, cfg: dict[str, Any], name: str) -> torch.Tensor:
+    """Images in [0, 1] normalised with the dataset config's ``mean`` / ``std``."""
+    mean, std = normalisation({**cfg, "channels": images.shape[1]}, name)
+    return (images - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
 
 
 @register("digits")
@@ -44,7 +46,7 @@ def digits(cfg: dict[str, Any]) -> Splits:
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     size = int(cfg.get("image_size", 32))
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    images = _normalize(images.clamp(0, 1))
+    images = _normalize(images.clamp(0, 1), cfg, "digits")
     labels = torch.tensor(bunch.target, dtype=torch.int64)
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     n_val = int(cfg.get("val_size", 297))

@@ -23,11 +23,21 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from dim.bounds import Bound, get_bound
 from dim.distributed import broadcast_buffers
 from dim.errors import DimError
 from dim.nets.encoders import Encoder
 from dim.nets.probes import OnlineProbes, feature_dims
 from dim.reliability import collect_rng_states, set_rng_states
+
+
+def make_bound(cfg: dict[str, Any]) -> Bound:
+    """The MI bound ``bound.name`` with its parameters (e.g. ``tau`` for smile)."""
+    params = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        return get_bound(cfg["name"], **params)
+    except (ValueError, TypeError) as err:
+        raise DimError(f"bound '{cfg.get('name')}': {err}") from None
 
 
 def _no_closure() -> None:
@@ -164,10 +174,23 @@ class MethodModule(pl.LightningModule):
                 scaler.step(opt.optimizer)
             else:
                 self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
+        self._warm_up(optimizers[0].optimizer)
         optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
         if self._logged_step(batch_idx):
             self._log_step(out, "train")
         return total.detach()
+
+    def _warm_up(self, optimizer: torch.optim.Optimizer) -> None:
+        """Linear learning-rate warm-up of the encoder's optimiser over the first
+        ``optim.warmup_steps`` updates (AMDIM: 500): update k uses ``lr * k / warmup_steps``.
+        Derived from ``global_step`` alone, so a resumed run continues it exactly; an epoch
+        schedule (``optim.scheduler``) should not have a milestone inside the warm-up."""
+        steps = int(self.optim_cfg.get("warmup_steps") or 0)
+        if steps <= 0 or self.global_step >= steps:
+            return
+        for group in optimizer.param_groups:
+            group.setdefault("warmup_lr", group["lr"])  # saved with the optimiser's state
+            group["lr"] = group["warmup_lr"] * (self.global_step + 1) / steps
 
     @property
     def other_losses(self) -> tuple[str, ...]:

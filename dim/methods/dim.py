@@ -18,10 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import Bound, get_bound
 from dim.distributed import gather_with_grad
 from dim.errors import DimError
-from dim.methods.base import MethodModule, NonFiniteLossError
+from dim.methods.base import MethodModule, NonFiniteLossError, make_bound
 from dim.nets.critics import (
     ConcatLocalCritic,
     DotLocalCritic,
@@ -29,7 +28,7 @@ from dim.nets.critics import (
     LocalCritic,
     PriorDiscriminator,
 )
-from dim.nets.encoders import Encoder, build_encoder
+from dim.nets.encoders import Encoder, build_encoder, encoder_config
 from dim.objectives import (
     ScoreOptions,
     global_mi,
@@ -53,15 +52,6 @@ def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> Lo
     if name not in critics:
         raise DimError(f"model.critic must be one of {', '.join(critics)}; got '{name}'")
     return critics[name]()
-
-
-def make_bound(cfg: dict[str, Any]) -> Bound:
-    """The MI bound ``bound.name`` with its parameters (e.g. ``tau`` for smile)."""
-    params = {k: v for k, v in cfg.items() if k != "name"}
-    try:
-        return get_bound(cfg["name"], **params)
-    except (ValueError, TypeError) as err:
-        raise DimError(f"bound '{cfg.get('name')}': {err}") from None
 
 
 class DIMModule(MethodModule):
@@ -108,9 +98,7 @@ class DIMModule(MethodModule):
                 "objective weights alpha (global), beta (local), gamma (prior) must be >= 0 and "
                 f"not all zero; got alpha={self.alpha} beta={self.beta} gamma={self.gamma}"
             )
-        self.encoder = build_encoder(
-            model["encoder"], data["channels"], data["image_size"], model.get("y_dim", 64)
-        )
+        self.encoder = build_encoder(**encoder_config(model, data))
         enc = self.encoder
         units, scale = model.get("mi_units", 2048), model.get("score_scale")
         if self.beta > 0:

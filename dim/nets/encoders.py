@@ -9,14 +9,15 @@ re-uses the *architecture* of ``to_conv`` + ``to_fc`` with fresh weights: see
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dim.errors import DimError
+from dim.nets.amdim import amdim_stages, amdim_tail
 
 
 def conv_bn_relu(cin: int, cout: int, k: int, s: int, p: int, pool: bool = False) -> nn.Sequential:
@@ -65,9 +66,22 @@ def _res_stage(cin: int, mid: int, cout: int, blocks: int, stride: int) -> nn.Se
 class Arch:
     """How to build one encoder family: conv stages, fc widths and the image sizes it accepts."""
 
-    stages: Callable[[int, int], tuple[nn.Module, nn.Module]]  # (in_channels, image_size)
+    stages: Callable[..., tuple[nn.Module, nn.Module]]  # (in_channels, image_size, **options)
     fc: tuple[int, ...]
     sizes: tuple[int, ...]
+    #: the architecture's own options and their defaults (``model.<key>``, e.g. AMDIM's ndf)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: ``(conv_shape, y_dim, **options) -> (to_fc, fc_dim, to_y)``; None = the ``fc`` stack of
+    #: fully connected layers and a linear layer to Y
+    tail: Callable[..., tuple[nn.Module, int, nn.Module]] | None = None
+
+    def build_tail(
+        self, conv_shape: tuple[int, ...], y_dim: int, options: Mapping[str, Any]
+    ) -> tuple[nn.Module, int, nn.Module]:
+        if self.tail is not None:
+            return self.tail(conv_shape, y_dim, **options)
+        to_fc = _fc_stack(int(torch.tensor(conv_shape).prod()), self.fc)
+        return to_fc, self.fc[-1], nn.Linear(self.fc[-1], y_dim)
 
 
 def _basic32(cin: int, size: int) -> tuple[nn.Module, nn.Module]:
@@ -108,6 +122,13 @@ ARCHS: dict[str, Arch] = {
     "basic64": Arch(_basic64, fc=(1024,), sizes=(64,)),
     "alex64": Arch(_alex64, fc=(4096, 4096), sizes=(64,)),
     "resnet": Arch(_resnet, fc=(1024,), sizes=(32, 64)),
+    "amdim": Arch(
+        amdim_stages,
+        fc=(),
+        sizes=(32, 64),
+        options={"ndf": 128, "n_depth": 3, "use_bn": False},
+        tail=amdim_tail,
+    ),
 }
 
 
@@ -138,27 +159,38 @@ def check_image_shape(name: str, in_channels: int, image_size: int) -> None:
 class Encoder(nn.Module):
     """A DIM encoder; ``forward`` returns {"local", "conv", "fc", "y"} (maps stay maps)."""
 
-    def __init__(self, name: str, in_channels: int = 3, image_size: int = 32, y_dim: int = 64):
+    def __init__(
+        self,
+        name: str,
+        in_channels: int = 3,
+        image_size: int = 32,
+        y_dim: int = 64,
+        **options: Any,
+    ) -> None:
         super().__init__()
         check_image_shape(name, in_channels, image_size)
+        arch = ARCHS[name]
+        unknown = sorted(set(options) - set(arch.options))
+        if unknown:
+            known = ", ".join(arch.options) or "none"
+            raise DimError(f"encoder '{name}' has no option {unknown[0]} (its options: {known})")
+        opts = {**arch.options, **options}
         self.config: dict[str, Any] = {
             "name": name,
             "in_channels": in_channels,
             "image_size": image_size,
             "y_dim": y_dim,
+            **opts,
         }
-        arch = ARCHS[name]
-        self.to_local, self.to_conv = arch.stages(in_channels, image_size)
+        self.to_local, self.to_conv = arch.stages(in_channels, image_size, **opts)
         with torch.no_grad():
             probe = torch.zeros(2, in_channels, image_size, image_size)
             local = self.to_local(probe)
             conv = self.to_conv(local)
         self.local_shape = tuple(local.shape[1:])
         self.conv_shape = tuple(conv.shape[1:])
-        self.to_fc = _fc_stack(conv[0].numel(), arch.fc)
-        self.fc_dim = arch.fc[-1]
+        self.to_fc, self.fc_dim, self.to_y = arch.build_tail(self.conv_shape, y_dim, opts)
         self.y_dim = y_dim
-        self.to_y = nn.Linear(self.fc_dim, y_dim)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         local = self.to_local(x)
@@ -173,23 +205,44 @@ class Encoder(nn.Module):
         encoder layers; its score is then a dot product with the encoded Y.
         """
         cfg = self.config
-        _, to_conv = ARCHS[cfg["name"]].stages(cfg["in_channels"], cfg["image_size"])
-        to_fc = _fc_stack(int(torch.tensor(self.conv_shape).prod()), ARCHS[cfg["name"]].fc)
-        return nn.Sequential(to_conv, to_fc, nn.Linear(self.fc_dim, out_dim))
+        arch = ARCHS[cfg["name"]]
+        opts = {k: cfg[k] for k in arch.options}
+        _, to_conv = arch.stages(cfg["in_channels"], cfg["image_size"], **opts)
+        to_fc, fc_dim, _ = arch.build_tail(self.conv_shape, 1, opts)
+        if arch.tail is not None:  # its fc tap is a map (the fc stack flattens by itself)
+            to_fc = nn.Sequential(to_fc, nn.Flatten())
+        return nn.Sequential(to_conv, to_fc, nn.Linear(fc_dim, out_dim))
+
+
+def encoder_config(model: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`build_encoder` arguments of a run: ``model.encoder``, ``model.y_dim`` and the
+    architecture's own options from ``model``, the image geometry from ``data``."""
+    name = model["encoder"]
+    arch = ARCHS.get(name)
+    defaults = arch.options if arch else {}
+    options = {k: default if model.get(k) is None else model[k] for k, default in defaults.items()}
+    return {
+        "name": name,
+        "in_channels": int(data["channels"]),
+        "image_size": int(data["image_size"]),
+        "y_dim": int(model.get("y_dim", 64)),
+        **options,
+    }
 
 
 def build_encoder(
-    name: str, in_channels: int = 3, image_size: int = 32, y_dim: int = 64
+    name: str, in_channels: int = 3, image_size: int = 32, y_dim: int = 64, **options: Any
 ) -> Encoder:
-    """Build a DIM encoder by name (``basic32``, ``basic64``, ``alex64``, ``resnet``).
+    """Build an encoder by name (``basic32``, ``basic64``, ``alex64``, ``resnet``, ``amdim``).
 
     Args:
         name: architecture name.
         in_channels: image channels (3 for RGB, 1 for greyscale).
         image_size: height = width of the input images.
-        y_dim: size of the representation Y.
+        y_dim: size of the representation Y (AMDIM's ``n_rkhs``).
+        **options: the architecture's own options (``amdim``: ``ndf``, ``n_depth``, ``use_bn``).
 
     Returns:
         An :class:`Encoder` whose forward maps images to {"local", "conv", "fc", "y"}.
     """
-    return Encoder(name, in_channels, image_size, y_dim)
+    return Encoder(name, in_channels, image_size, y_dim, **options)
