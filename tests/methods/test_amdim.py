@@ -1,0 +1,165 @@
+"""AMDIM: the multiscale loss by hand, its terms and gradients, the views, the encoder taps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from dim.bounds import get_bound
+from dim.data.images import ImageDataModule
+from dim.data.views import ViewOptions, make_views
+from dim.errors import DimError
+from dim.methods.amdim import TERMS, AMDIMModule, view_nce
+from dim.nets.encoders import build_encoder
+from dim.objectives import ScoreOptions
+
+SMALL = dict(encoder="amdim", ndf=8, n_rkhs=16, y_dim=16, n_depth=1, tclip=20.0, score_reg=0.05)
+DIGITS = dict(channels=1, image_size=32, num_classes=10)
+
+
+def amdim_module(**model) -> AMDIMModule:
+    return AMDIMModule(
+        SMALL | model,
+        dict(name="infonce"),
+        dict(w_1t5=1.0, w_1t7=1.0, w_5t5=1.0),
+        dict(lr=2e-4, betas=[0.8, 0.999]),
+        DIGITS,
+    )
+
+
+def test_view_nce_equals_the_hand_computed_loss():
+    """2 images, 1 source each, 2 target locations, D = 2; tclip 2 so that clipping matters.
+
+    Row b: positives are image b's 2 target locations, each scored against the 2 locations of
+    the other image only (the other positive is not in its denominator)."""
+    src = torch.tensor([[[1.0, 2.0]], [[-1.0, 0.5]]])  # (B=2, K=1, D=2)
+    trg = torch.tensor([[[0.5, 1.0], [2.0, -1.0]], [[1.5, 1.5], [-2.0, 0.0]]])  # (B, L=2, D)
+    tclip, reg = 2.0, 0.05
+    raw = [[sum(a * b for a, b in zip(src[i, 0], trg[j, l], strict=True)) / math.sqrt(2)
+            for j in range(2) for l in range(2)] for i in range(2)]  # fmt: skip
+    clip = [[tclip * math.tanh(float(s) / tclip) for s in row] for row in raw]
+    terms = []
+    for i in range(2):
+        own = clip[i][2 * i : 2 * i + 2]
+        others = [s for c, s in enumerate(clip[i]) if c // 2 != i]
+        for p in own:
+            terms.append(-(p - math.log(math.exp(p) + sum(math.exp(n) for n in others))))
+    expected = sum(terms) / len(terms) + reg * sum(float(s) ** 2 for r in raw for s in r) / 8
+    target_map = trg.transpose(1, 2).reshape(2, 2, 2, 1)  # (B, D, H=2, W=1)
+    out = view_nce(src, target_map, get_bound("infonce"), opts=ScoreOptions(tclip, reg))
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    # the estimate is log(1 + negatives) - the InfoNCE loss (without the regulariser)
+    nce = sum(terms) / len(terms)
+    assert out.mi.item() == pytest.approx(math.log(3) - nce, abs=1e-6)
+
+
+def test_encoder_taps_at_32_and_64_px():
+    for size in (32, 64):
+        enc = build_encoder("amdim", 3, size, 16, ndf=8, n_depth=2)
+        feats = enc(torch.randn(2, 3, size, size))
+        assert feats["local"].shape[-2:] == (7, 7) and feats["conv"].shape[-2:] == (5, 5)
+        assert feats["fc"].shape[-2:] == (3, 3) and feats["y"].shape == (2, 16)
+        width = 4 * 8 if size == 32 else 8 * 8
+        assert enc.local_shape[0] == enc.conv_shape[0] == width
+    with pytest.raises(DimError, match="has no option mi_units"):
+        build_encoder("amdim", 3, 32, 16, mi_units=4)
+    with pytest.raises(DimError, match="expects 32x32 or 64x64"):
+        build_encoder("amdim", 3, 96, 16)
+
+
+def _views(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 2, 1, 32, 32, generator=g)
+
+
+def test_loss_is_the_weighted_sum_of_symmetric_terms():
+    torch.manual_seed(0)
+    module = amdim_module().eval()  # eval: 5t5 uses every location, so the loss is deterministic
+    x = _views()
+    out = module.compute_losses(x, None)
+    total = sum(out[f"{t}_loss"] for t in TERMS)
+    torch.testing.assert_close(out["encoder_loss"], total)
+    swapped = module.compute_losses(x.flip(1), None)  # view 2 -> 1 is the same set of terms
+    for t in TERMS:
+        torch.testing.assert_close(swapped[f"{t}_loss"], out[f"{t}_loss"])
+        assert -0.1 < out[f"{t}_mi"] <= math.log(6 * 49)  # below the log-candidates ceiling
+    single = module.compute_losses(x[:, 0], None)  # validation: the image is both views
+    assert set(single) == set(out)
+
+
+def test_gradients_reach_only_the_terms_in_use():
+    torch.manual_seed(0)
+    module = AMDIMModule(
+        SMALL, dict(name="infonce"), dict(w_1t5=1.0, w_1t7=0.0, w_5t5=0.0), dict(lr=1e-3), DIGITS
+    )
+    out = module.compute_losses(_views(), torch.arange(6))
+    assert "1t7_loss" not in out and "5t5_loss" not in out
+    out["encoder_loss"].backward()
+    assert all(p.grad is None for p in module.embed["local"].parameters())  # 1t7 off
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in module.embed["conv"].parameters()
+    )
+    assert all(p.grad is None for p in module.probes.parameters())  # probes: their own loss
+    assert all(p.grad is not None for p in module.encoder.to_y.parameters())
+    with pytest.raises(DimError, match="not all zero"):
+        AMDIMModule(SMALL, dict(name="infonce"), dict(w_1t5=0, w_1t7=0, w_5t5=0), {}, DIGITS)
+
+
+def test_views_differ_but_share_the_flip():
+    """An image bright in its left columns only: after the shared flip the bright side is the
+    same in both views; jitter and translation make the views differ."""
+    x = torch.full((64, 3, 32, 32), -1.0)
+    x[..., :8] = 1.0
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.5)
+    opts = ViewOptions(translate=2, p_translate=1.0, p_jitter=1.0)
+    views = make_views(x, mean, std, opts, torch.Generator().manual_seed(0))
+    assert views.shape == (64, 2, 3, 32, 32)
+    left = views[..., :16].mean((2, 3, 4)) > views[..., 16:].mean((2, 3, 4))  # (64, 2)
+    assert torch.equal(left[:, 0], left[:, 1])  # one flip for both views
+    assert 10 < int(left[:, 0].sum()) < 54  # and it is random (p 0.5)
+    assert not torch.allclose(views[:, 0], views[:, 1])
+    # no augmentation but the flip: two identical views
+    plain = ViewOptions(p_translate=0.0, p_jitter=0.0, p_gray=0.0)
+    same = make_views(x, mean, std, plain, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(same[:, 0], same[:, 1])
+    resized = make_views(x, mean, std, ViewOptions(crop="resized"), torch.Generator())
+    assert resized.shape == views.shape and torch.isfinite(resized).all()
+    with pytest.raises(DimError, match="crop must be translate or resized"):
+        ViewOptions.from_config({"crop": "zoom"})
+    with pytest.raises(DimError, match="has no key 'blur'"):
+        ViewOptions.from_config({"blur": 1})
+
+
+def test_the_data_layer_gives_view_pairs_that_depend_only_on_the_seed():
+    cfg = dict(name="digits", image_size=32, batch_size=8, val_size=297)
+    views = {"translate": 4, "p_translate": 0.8}
+    batches = []
+    for _ in range(2):
+        data = ImageDataModule(cfg, seed=3, views=views)
+        batches.append(next(iter(data.train_dataloader())))
+    (x, labels), (x2, labels2) = batches
+    assert x.shape == (8, 2, 1, 32, 32) and labels.shape == (8,)
+    assert torch.equal(x, x2) and torch.equal(labels, labels2)
+    assert not torch.equal(x[:, 0], x[:, 1])
+    val_x, _ = next(iter(ImageDataModule(cfg, seed=3, views=views).val_dataloader()))
+    assert val_x.shape == (8, 1, 32, 32)  # validation: one image
+
+
+def test_warm_up_scales_the_learning_rate_linearly(tmp_path):
+    torch.manual_seed(0)
+    module = AMDIMModule(
+        SMALL, dict(name="infonce"), dict(w_1t5=1.0), dict(lr=1e-3, warmup_steps=4), DIGITS
+    )
+    data = ImageDataModule(dict(name="digits", batch_size=8), views={"p_jitter": 0.5})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    group = trainer.optimizers[0].param_groups[0]
+    assert group["lr"] == pytest.approx(1e-3 * 2 / 4)  # the 2nd of 4 warm-up updates
+    assert trainer.optimizers[1].param_groups[0]["lr"] == 1e-3  # the probes: no warm-up
