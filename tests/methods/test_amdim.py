@@ -38,8 +38,8 @@ def test_view_nce_equals_the_hand_computed_loss():
     src = torch.tensor([[[1.0, 2.0]], [[-1.0, 0.5]]])  # (B=2, K=1, D=2)
     trg = torch.tensor([[[0.5, 1.0], [2.0, -1.0]], [[1.5, 1.5], [-2.0, 0.0]]])  # (B, L=2, D)
     tclip, reg = 2.0, 0.05
-    raw = [[sum(a * b for a, b in zip(src[i, 0], trg[j, l], strict=True)) / math.sqrt(2)
-            for j in range(2) for l in range(2)] for i in range(2)]  # fmt: skip
+    raw = [[sum(a * b for a, b in zip(src[i, 0], trg[j, k], strict=True)) / math.sqrt(2)
+            for j in range(2) for k in range(2)] for i in range(2)]  # fmt: skip
     clip = [[tclip * math.tanh(float(s) / tclip) for s in row] for row in raw]
     terms = []
     for i in range(2):
