@@ -53,6 +53,24 @@ def _loss_and_grads(bound_name, local_map, y, gather):
 BOUNDS = ("infonce", "jsd", "dv")
 
 
+def _amdim_loss_and_grads(views):
+    """AMDIM's loss over a batch of view pairs and its parameter gradients (eval mode: batch
+    norm is a fixed map and every 5x5 location is a source, so nothing random differs)."""
+    from dim.methods.amdim import AMDIMModule
+
+    torch.manual_seed(2)
+    model = dict(encoder="amdim", ndf=4, n_rkhs=8, y_dim=8, n_depth=1, tclip=20.0, score_reg=0.05)
+    data = dict(channels=1, image_size=32, num_classes=None)
+    module = AMDIMModule(model, dict(name="infonce"), {}, dict(lr=1e-3), data).eval()
+    loss = module.compute_losses(views, None)["encoder_loss"]
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+
+def _amdim_views():
+    return torch.randn(B, 2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+
+
 def _worker(rank, world, port, out_file):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -69,6 +87,11 @@ def _worker(rank, world, port, out_file):
         results[bound_name] = {
             "loss": loss, "params": params, "g_local": g_local / world, "g_y": g_y / world
         }  # fmt: skip
+    loss, params = _amdim_loss_and_grads(_amdim_views()[shard])
+    for p in params:
+        dist.all_reduce(p)
+        p /= world
+    results["amdim"] = {"loss": loss, "params": params}
     torch.save(results, f"{out_file}.{rank}")
     dist.destroy_process_group()
 
@@ -80,7 +103,8 @@ def _free_port():
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    """For each bound (in one pair of processes): loss, parameter and input gradients."""
+    """For each bound (in one pair of processes): loss, parameter and input gradients; and
+    AMDIM's multiscale loss and its gradients (negatives from both processes' views)."""
     out = str(tmp_path / "r")
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     local_map, y = _inputs()
@@ -97,6 +121,13 @@ def test_two_processes_equal_one_process(tmp_path):
             # Input gradients reach the encoder; DDP's averaging then divides the factor out.
             torch.testing.assert_close(r["g_local"], g_local[shard], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(r["g_y"], g_y[shard], rtol=1e-5, atol=1e-6)
+    loss, params = _amdim_loss_and_grads(_amdim_views())
+    assert len(params) > 20  # encoder and both embedding nets
+    for rank in range(2):
+        r = torch.load(f"{out}.{rank}")["amdim"]
+        torch.testing.assert_close(r["loss"], loss, rtol=1e-5, atol=1e-6)
+        for a, b in zip(r["params"], params, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_ddp_end_to_end_and_exact_resume_after_a_signal(tmp_path):
