@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 from conftest import compose_train, run_cli
-from dataset_fixtures import write_cifar10, write_stl10
+from dataset_fixtures import write_cifar10, write_cifar100, write_stl10
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dim.cli.presets import presets, rewrite_argv
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
+from dim.methods import build_method
+from dim.methods.amdim import AMDIMModule
 from dim.methods.dim import DIMModule
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "paper_presets.md"
@@ -41,8 +43,13 @@ ROWS = {  # paper row -> (bound, (alpha, beta, gamma)) as the paper defines the 
 OLD_NAMES = [f"dim_{r}_{d}{s}" for r in ROWS for d in DATASETS for s in ("", "_noprior")]
 
 
+AMDIM_DATASETS = ("cifar10", "cifar100", "stl10")
+
+
 def test_one_preset_per_dataset_plus_quickstart():
-    assert presets() == sorted([f"dim_{d}" for d in DATASETS] + ["quickstart"])
+    dim = [f"dim_{d}" for d in DATASETS] + ["quickstart"]
+    amdim = [f"amdim_{d}" for d in AMDIM_DATASETS] + ["amdim_quickstart"]
+    assert presets() == sorted(dim + amdim)
 
 
 def test_quickstart_is_offline_and_small():
@@ -160,3 +167,75 @@ def test_one_training_step_per_encoder_on_generated_data(argv, monkeypatch, tmp_
     assert trainer.global_step == 1
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert metrics and all(v == v for v in metrics.values())  # no NaN
+
+
+def test_amdim_presets_carry_the_papers_settings():
+    for dataset in AMDIM_DATASETS:
+        cfg = compose_train([f"experiment=amdim_{dataset}"])
+        assert cfg.method.name == "amdim" and cfg.data.name == dataset
+        assert (cfg.model.encoder, cfg.model.ndf, cfg.model.n_rkhs, cfg.model.n_depth) == (
+            "amdim",
+            128,
+            1024,
+            3,
+        )
+        assert cfg.model.y_dim == 1024 and (cfg.model.tclip, cfg.model.score_reg) == (20.0, 0.05)
+        assert (cfg.optim.lr, list(cfg.optim.betas), cfg.optim.weight_decay) == (
+            2e-4,
+            [0.8, 0.999],
+            1e-5,
+        )
+        assert cfg.optim.warmup_steps == 500 and cfg.data.batch_size == 200
+        assert (cfg.optim.scheduler, list(cfg.optim.milestones), cfg.optim.lr_decay) == (
+            "step",
+            [250, 280],
+            0.2,
+        )
+        assert cfg.trainer.max_epochs == 300
+        crop = "resized" if dataset == "stl10" else "translate"
+        assert cfg.method.views.crop == crop and cfg.method.views.p_gray == 0.25
+        assert not cfg.data.augment.get("hflip")  # the views flip, once for both
+    quick = compose_train(["experiment=amdim_quickstart"])
+    assert quick.data.name == "digits" and quick.trainer.accelerator == "cpu"
+    # method=amdim on its own, and with an existing encoder
+    assert compose_train(["method=amdim"]).model.encoder == "amdim"
+    assert compose_train(["method=amdim", "model=basic32"]).model.encoder == "basic32"
+    assert compose_train([]).method.name == "dim"
+
+
+@pytest.mark.parametrize("dataset", [*AMDIM_DATASETS, "quickstart"])
+def test_every_amdim_preset_trains_one_step_on_generated_data(dataset, monkeypatch, tmp_path):
+    writers = {
+        "cifar10": lambda: write_cifar10(tmp_path, n_per_batch=2),
+        "cifar100": lambda: write_cifar100(tmp_path, n_train=8, n_test=4),
+        "stl10": lambda: write_stl10(tmp_path, n_train=2, n_unlabeled=4, n_test=4),
+    }
+    extra = []
+    if dataset in writers:
+        root = writers[dataset]().register(monkeypatch)
+        extra = [f"data.data_dir={root}", "data.download=false", "data.num_workers=0",
+                 "data.pin_memory=false"]  # fmt: skip
+    cfg = compose_train(
+        [
+            f"experiment=amdim_{dataset}",
+            *extra,
+            "data.batch_size=4",
+            "model.ndf=4",
+            "model.n_rkhs=8",
+            "model.n_depth=1",
+        ]  # fmt: skip
+    )
+    c = OmegaConf.to_container(cfg, resolve=True)
+    data = ImageDataModule(c["data"], views=c["method"]["views"])
+    groups = {k: c[k] for k in ("model", "bound", "objective", "optim")}
+    module = build_method(c["method"]["name"], **groups, data=data.info)
+    assert isinstance(module, AMDIMModule)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, fast_dev_run=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 1
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"train/loss/1t5", "train/loss/1t7", "train/loss/5t5"} <= set(metrics)
+    assert all(v == v for v in metrics.values())  # no NaN
