@@ -3,7 +3,7 @@
 No convolution is padded, so every location of a feature map sees a controlled window of the
 image: on 32x32 inputs the maps are 7x7 (``local``), 5x5 (``conv``), 3x3 (``fc``) and finally the
 1x1 global feature (``y``, ``n_rkhs`` units, batch-normalised).  64x64 inputs get one more strided
-stage and twice the width (up to ``8 * ndf``).  docs/math.md#amdim lists the layers.
+stage and twice the width (up to ``8 * ndf``).  docs/methods.md#amdim lists the layers.
 
 The encoder fits :class:`~dim.nets.encoders.Encoder`'s four taps, so probes, evaluation, export and
 ``dim.load_encoder`` treat it like any other encoder.
