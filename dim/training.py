@@ -241,7 +241,7 @@ def _train(
 ) -> dict[str, Any]:
     check_devices(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    method = _plain(cfg.method) if "method" in cfg else {"name": "dim"}  # older runs: DIM
+    method: dict[str, Any] = _plain(cfg.method) if "method" in cfg else {"name": "dim"}  # old runs
     data: ImageDataModule | DeviceDataModule = ImageDataModule(
         _plain(cfg.data), seed=int(cfg.seed), views=method.get("views")
     )

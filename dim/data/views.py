@@ -50,7 +50,9 @@ class ViewOptions:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise DimError(f"method.views has no key '{unknown[0]}'; keys: {', '.join(known)}")
-        values = {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()
+        }
         opts = cls(**values)
         if opts.crop not in ("translate", "resized"):
             raise DimError(f"method.views.crop must be translate or resized, got '{opts.crop}'")
