@@ -3,6 +3,8 @@
 x, y in R^d with per-coordinate correlation rho, d = 2 and 20, rho swept over (-1, 1):
 true I(X;Y) = -(d/2) log(1 - rho^2) against MINE (`dim.estimate_mi`, default settings, held-out
 estimate) and the KSG k-NN estimator.  Writes <out>/mine_gaussian.png (numbers: --json).
+Estimates that came with a warning (dim.mine.diagnostics) are drawn hollow; those above the
+panel's top (1.3x the largest true MI) are pinned to it with their value written next to them.
 
     python scripts/mine_gaussian.py --out docs/img --jobs 2
 """
@@ -32,6 +34,7 @@ def one(job: dict) -> dict:
         "estimate": res.mi_nats,
         "stderr": res.stderr_nats,
         "seconds": res.seconds,
+        "warnings": res.warnings,
     }
 
 
@@ -48,13 +51,27 @@ def plot(rows: list[dict], dims: list[int], path: Path) -> None:
     grid = np.linspace(-0.995, 0.995, 401)
     style = {"mine": ("MINE", "tab:blue", "o"), "ksg": ("KSG", "tab:orange", "s")}
     for ax, dim in zip(axes[0], dims):
-        ax.plot(grid, [gaussian_mi(r, dim) for r in grid], "k-", lw=1.5, label="true MI")
+        truth = [gaussian_mi(r, dim) for r in grid]
+        top = 1.3 * max(r["true_mi"] for r in rows if r["dim"] == dim)
+        ax.plot(grid, truth, "k-", lw=1.5, label="true MI")
         for bound, (label, color, marker) in style.items():
             pts = sorted(
-                (r["rho"], r["estimate"]) for r in rows if r["dim"] == dim and r["bound"] == bound
+                (r["rho"], r["estimate"], bool(r.get("warnings")))
+                for r in rows
+                if r["dim"] == dim and r["bound"] == bound
             )
-            if pts:
-                ax.plot(*zip(*pts), marker=marker, color=color, ls="--", lw=1, label=label)
+            if not pts:
+                continue
+            rho = [p[0] for p in pts]
+            shown = [min(p[1], top) for p in pts]
+            ax.plot(rho, shown, color=color, ls="--", lw=1, label=label)
+            for r, v, (_, est, warned) in zip(rho, shown, pts):
+                face = "none" if warned else color
+                ax.plot(r, v, marker=marker, color=color, mfc=face, ls="none")
+                if est > top:
+                    ax.annotate(f"{est:.0f}", (r, v), textcoords="offset points", xytext=(4, -12))
+        ax.plot([], [], "o", color="gray", mfc="none", ls="none", label="with a warning")
+        ax.set_ylim(-0.03 * top, top * 1.02)
         ax.set_title(f"{dim}-d correlated Gaussians")
         ax.set_xlabel("correlation ρ")
         ax.set_ylabel("I(X;Y) [nats]")
@@ -87,7 +104,7 @@ def main() -> None:
             rows.append(r)
             print(
                 f"dim={r['dim']:>2} rho={r['rho']:+.2f} {r['bound']:<5} true={r['true_mi']:7.3f} "
-                f"est={r['estimate']:7.3f} ({r['seconds']:.1f}s)",
+                f"est={r['estimate']:7.3f} ({r['seconds']:.1f}s) warnings={len(r['warnings'])}",
                 flush=True,
             )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -181,6 +181,16 @@ class GaussianConcatCritic(nn.Module):
         self.const.copy_(mi)
         return float(mi)
 
+    @torch.no_grad()
+    def scale_gaussian(self, factor: float) -> None:
+        """Multiply the Gaussian term (quadratic form and constant) by ``factor``, in place.
+
+        ``factor`` < 1 shrinks the fitted log density ratio toward the constant critic: what the
+        estimator's validation-chosen shrinkage uses (:data:`dim.mine.estimator.GAUSS_SHRINK`).
+        """
+        for buf in (self.a_xx, self.a_xy, self.a_yy, self.const):
+            buf.mul_(factor)
+
     def _centred(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return x - self.center_x, y - self.center_y
 

@@ -29,6 +29,7 @@ def diagnose(
     cfg: TrainConfig | None = None,
     outcome: TrainOutcome | None = None,
     max_score: float = 0.0,
+    n_eval: int | None = None,
 ) -> list[str]:
     """The failure signatures an estimate shows, one line each (empty: none found).
 
@@ -39,6 +40,9 @@ def diagnose(
     - a critic score blow-up (non-finite loss, huge held-out scores or a held-out spread too wide
       to mean anything);
     - InfoNCE at its ceiling log(K);
+    - any other bound above log(``n_eval``), more than the held-out sample can certify
+      (McAllester & Stratos 2020): the log-mean-exp of the critic over the negatives is then
+      dominated by a few rare pairs and the value can be far off in either direction;
     - a raw estimate below zero beyond its own 95% interval.
     """
     out: list[str] = []
@@ -87,6 +91,11 @@ def diagnose(
                 f"InfoNCE is at its ceiling log({cfg.batch_size}) = {cap:.3f}: the MI may be "
                 "far higher; use bound=mine or a larger train.batch_size"
             )
+    elif n_eval is not None and n_eval > 1 and raw > math.log(n_eval):
+        out.append(
+            f"estimate {raw:.3f} exceeds log({n_eval} held-out pairs) = {math.log(n_eval):.3f}, "
+            "more than this sample can certify: not trustworthy (it may be far off either way)"
+        )
     if raw + Z95 * se < 0:
         out.append(
             f"estimate {raw:.3f} is below zero beyond its interval (the critic failed); "
