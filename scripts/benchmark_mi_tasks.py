@@ -16,7 +16,9 @@ variable within max(0.05, 10 % of the truth); 25-d transformed tasks within 15 %
 
 `legacy` is the pre-issue-14 default (`transform=zscore`, `critic=concat`).  Rows are appended to
 <out>.json as they finish (a rerun with --resume skips the rows already there); <out>.md gets the
-table and --plot a figure of estimate against truth.
+table and --plot a figure of estimate against truth.  With --resume and every requested row
+already in <out>.json nothing is run: the table and the plot are rebuilt from the stored rows
+(e.g. after merging a new task's rows into an earlier full run).
 """
 
 from __future__ import annotations

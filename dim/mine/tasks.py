@@ -143,6 +143,7 @@ TASKS: dict[str, TaskBuilder] = {
     "student-1x1-dof2": lambda n, r: student(n, np.eye(2), 1, 2, r),
     "student-2x2-dof1": lambda n, r: student(n, np.eye(4), 2, 1, r),
     "student-2x2-dof2": lambda n, r: student(n, np.eye(4), 2, 2, r),
+    "student-5x5-dof1": lambda n, r: student(n, np.eye(10), 5, 1, r),
     "student-5x5-dof2": lambda n, r: student(n, np.eye(10), 5, 2, r),
     "half-cube@mn-sparse-3x3": lambda n, r: on_both(half_cube, normal(n, sparse_cov(3, 3), 3, r)),
     "half-cube@mn-sparse-25x25": lambda n, r: on_both(
