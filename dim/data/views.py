@@ -36,6 +36,7 @@ class ViewOptions:
     p_translate: float = 0.8
     scale: tuple[float, float] = (0.3, 1.0)  # resized crop: range of the area fraction
     ratio: tuple[float, float] = (0.7, 1.4)  # resized crop: range of the aspect ratio
+    rotate: float = 0.0  # largest rotation in degrees, either way (not in the paper: digits)
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)  # bright, contr, sat, hue
     p_jitter: float = 0.8
     p_gray: float = 0.25
@@ -113,6 +114,16 @@ def resized_crop(x: Tensor, scale: tuple[float, float], ratio: tuple[float, floa
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def rotate(x: Tensor, degrees: float, generator=None) -> Tensor:
+    """Rotate each image by an angle uniform in [-degrees, degrees] (bilinear, reflection)."""
+    n = x.shape[0]
+    angle = torch.deg2rad(_uniform(n, -degrees, degrees, x, generator))
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def grey(x: Tensor) -> Tensor:
     """Luminance (N, 1, H, W) of RGB images; greyscale images as they are."""
     if x.shape[1] != 3:
@@ -178,6 +189,8 @@ def make_views(x: Tensor, mean: Tensor, std: Tensor, opts: ViewOptions, generato
             v = translate(x, opts.translate, opts.p_translate, generator)
         else:
             v = resized_crop(x, opts.scale, opts.ratio, generator)
+        if opts.rotate > 0:
+            v = rotate(v, opts.rotate, generator)
         v = colour_jitter((v * std + mean).clamp(0, 1), opts.jitter, opts.p_jitter, generator)
         if v.shape[1] == 3 and opts.p_gray > 0:
             to_grey = _chance(n, opts.p_gray, v, generator).view(-1, 1, 1, 1)

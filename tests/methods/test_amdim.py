@@ -127,6 +127,8 @@ def test_views_differ_but_share_the_flip():
     torch.testing.assert_close(same[:, 0], same[:, 1])
     resized = make_views(x, mean, std, ViewOptions(crop="resized"), torch.Generator())
     assert resized.shape == views.shape and torch.isfinite(resized).all()
+    turned = make_views(x, mean, std, ViewOptions(rotate=30.0, p_jitter=0.0), torch.Generator())
+    assert turned.shape == views.shape and turned.min() >= -1 - 1e-5 and turned.max() <= 1 + 1e-5
     with pytest.raises(DimError, match="crop must be translate or resized"):
         ViewOptions.from_config({"crop": "zoom"})
     with pytest.raises(DimError, match="has no key 'blur'"):
