@@ -95,7 +95,19 @@ def global_mi(
     return apply_bound(scores, mask, bound, opts or ScoreOptions())
 
 
-def prior_encoder_loss(disc: nn.Module, y: Tensor) -> Tensor:
+def _prior_input(y: Tensor, space: str) -> Tensor:
+    """What D sees of Y: sigmoid(Y) against U(0, 1) (``space="sigmoid"``, the paper) or Y itself
+    against the standard logistic, logit(U) (``space="logit"``).  The two priors are the same
+    distribution seen through the bijection sigmoid; in logit space the encoder's gradient is not
+    multiplied by sigmoid'(Y), which vanishes in the tails the prior needs."""
+    if space == "sigmoid":
+        return torch.sigmoid(y)
+    if space == "logit":
+        return y
+    raise ValueError(f"prior space must be 'sigmoid' or 'logit'; got '{space}'")
+
+
+def prior_encoder_loss(disc: nn.Module, y: Tensor, space: str = "sigmoid") -> Tensor:
     """The encoder's side of the prior game: non-saturating E[softplus(-D(sigmoid(Y)))].
 
     D's parameters are frozen while this is differentiated, so only the encoder gets gradient.
@@ -104,7 +116,7 @@ def prior_encoder_loss(disc: nn.Module, y: Tensor) -> Tensor:
     for p in disc.parameters():
         p.requires_grad_(False)
     try:
-        return F.softplus(-disc(torch.sigmoid(y))).mean()
+        return F.softplus(-disc(_prior_input(y, space))).mean()
     finally:
         for p, flag in zip(disc.parameters(), flags, strict=True):
             p.requires_grad_(flag)
@@ -119,7 +131,12 @@ class DiscriminatorOutput:
 
 
 def prior_discriminator_loss(
-    disc: nn.Module, y: Tensor, gp_weight: float = 1.0, generator=None
+    disc: nn.Module,
+    y: Tensor,
+    gp_weight: float = 1.0,
+    generator=None,
+    gp_on: str = "both",
+    space: str = "sigmoid",
 ) -> DiscriminatorOutput:
     """D's side: tell uniform prior samples V from sigmoid(Y) (Y detached here), plus a gradient
     penalty ||grad_v D||^2 averaged over real and fake inputs.
@@ -127,8 +144,10 @@ def prior_discriminator_loss(
     Minimises -E_V[log D(v)] - E_P[log(1 - D(sigmoid(y)))] written with softplus on logits, which
     is exact and never takes log(0).
     """
-    fake = torch.sigmoid(y.detach())
+    fake = _prior_input(y.detach(), space)
     real = torch.rand(fake.shape, device=fake.device, dtype=fake.dtype, generator=generator)
+    if space == "logit":  # the standard logistic: logit of U(0, 1), kept off +-inf
+        real = torch.logit(real, eps=1e-6)
     use_gp = gp_weight > 0 and torch.is_grad_enabled()  # no penalty in validation (no_grad)
     inputs = torch.cat([real, fake]).requires_grad_(use_gp)
     logits = disc(inputs)
@@ -137,7 +156,13 @@ def prior_discriminator_loss(
     gp = torch.zeros((), device=y.device)
     if use_gp:
         (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
-        gp = grad.pow(2).sum(1).mean()  # mean over real and fake together
+        sq = grad.pow(2).sum(1)
+        if gp_on == "both":
+            gp = sq.mean()  # mean over real and fake together
+        elif gp_on == "real":
+            gp = sq[: len(real)].mean()  # R1 (Mescheder et al. 2018): prior samples only
+        else:
+            raise ValueError(f"gp_on must be 'both' or 'real'; got '{gp_on}'")
         loss = loss + gp_weight * gp
     acc = ((real_logit > 0).float().mean() + (fake_logit < 0).float().mean()) / 2
     return DiscriminatorOutput(

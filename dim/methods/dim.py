@@ -109,7 +109,9 @@ class DIMModule(MethodModule):
             self.global_bound = make_bound(bound)
         if self.gamma > 0:
             self.prior_disc = PriorDiscriminator(
-                enc.y_dim, tuple(model.get("prior_hidden", (1000, 200)))
+                enc.y_dim,
+                tuple(model.get("prior_hidden", (1000, 200))),
+                spectral_norm=bool(model.get("d_spectral_norm", False)),
             )
         self.add_probes(model, data)
         if model.get("channels_last"):
@@ -128,6 +130,9 @@ class DIMModule(MethodModule):
                     net.compile()
         self.channels_last = bool(model.get("channels_last"))
         self.gp_weight = float(model.get("gp_weight", 1.0))
+        self.gp_on = str(model.get("gp_on", "both"))
+        self.d_steps = int(model.get("d_steps", 1))
+        self.prior_space = str(model.get("prior_space", "sigmoid"))
         self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))
         self.local_samples = model.get("local_samples")
 
@@ -173,15 +178,53 @@ class DIMModule(MethodModule):
             out.update({"global_loss": term.loss, "global_mi": term.mi})
             out["encoder_loss"] = out["encoder_loss"] + self.alpha * term.loss
         if self.gamma > 0:
-            out["prior_encoder_loss"] = prior_encoder_loss(self.prior_disc, feats["y"])
+            out["prior_encoder_loss"] = prior_encoder_loss(
+                self.prior_disc, feats["y"], self.prior_space
+            )
             out["encoder_loss"] = out["encoder_loss"] + self.gamma * out["prior_encoder_loss"]
-            disc = prior_discriminator_loss(self.prior_disc, feats["y"], self.gp_weight)
+            disc = prior_discriminator_loss(
+                self.prior_disc,
+                feats["y"],
+                self.gp_weight,
+                gp_on=self.gp_on,
+                space=self.prior_space,
+            )
+            self._prior_y = feats["y"].detach()  # for the extra D steps of training_step
             out["prior_discriminator_loss"] = disc.loss
             out["prior_d_accuracy"] = disc.accuracy
             out["prior_gradient_penalty"] = disc.gradient_penalty
             out["prior_d_logit_std"] = disc.logit_std
         out.update(self.probe_losses(feats, labels))
         return out
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        result = super().training_step(batch, batch_idx)
+        if self.gamma > 0 and self.d_steps > 1 and result is not None:
+            self._extra_d_steps(self.d_steps - 1)
+        return result
+
+    def _extra_d_steps(self, n: int) -> None:
+        """``n`` more D-only updates on this step's detached Y, each with fresh prior samples.
+
+        Full precision (D is a small MLP), gradients averaged over processes by hand: D is
+        called directly here, not through the DDP wrapper."""
+        opt = self._optimizers()[self.optimizer_names.index("prior_disc")].optimizer
+        y = self._prior_y.to(next(self.prior_disc.parameters()).dtype)
+        dist = torch.distributed
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            for _ in range(n):
+                opt.zero_grad(set_to_none=True)
+                loss = prior_discriminator_loss(
+                    self.prior_disc, y, self.gp_weight, gp_on=self.gp_on, space=self.prior_space
+                )
+                loss.loss.backward()
+                if world > 1:  # SUM then divide: gloo has no AVG
+                    for p in self.prior_disc.parameters():
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                            p.grad.div_(world)
+                opt.step()
 
     def extra_metrics(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         # the value of the bound being maximised (for JSD this is not an MI value)

@@ -139,9 +139,15 @@ class GlobalCritic(nn.Module):
 class PriorDiscriminator(nn.Module):
     """D of the prior-matching game: MLP y_dim -> 1000 -> 200 -> 1, returns logits."""
 
-    def __init__(self, y_dim: int = 64, hidden: tuple[int, ...] = (1000, 200)) -> None:
+    def __init__(
+        self, y_dim: int = 64, hidden: tuple[int, ...] = (1000, 200), spectral_norm: bool = False
+    ) -> None:
         super().__init__()
         self.net = mlp(y_dim, hidden, 1, partial(nn.ReLU, inplace=True))  # keys net.0.weight, ...
+        if spectral_norm:  # each linear layer's weight divided by its largest singular value
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    nn.utils.parametrizations.spectral_norm(layer)
         for param in self.net.parameters():
             param.register_hook(_standard_strides)
 

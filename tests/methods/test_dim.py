@@ -169,3 +169,72 @@ def test_training_steps_the_discriminator_with_its_own_gradients():
     d_opt = trainer.optimizers[m.optimizer_names.index("prior_disc")]
     assert all(float(s["step"]) == 4 for s in d_opt.state.values()) and d_opt.state
     assert all(not torch.equal(a, p) for a, p in zip(before, m.prior_disc.parameters()))
+
+
+def test_d_steps_gives_the_discriminator_that_many_updates_per_encoder_step():
+    """``model.d_steps=3``: D's optimiser steps three times per training step (the two extra on
+    the step's detached Y), the encoder's once, and D's parameters keep moving."""
+    import pytorch_lightning as pl
+
+    from dim.data.images import ImageDataModule
+
+    torch.manual_seed(0)
+    model = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16], d_steps=3)
+    obj = dict(alpha=0.0, beta=0.0, gamma=1.0)
+    m = DIMModule(model, dict(name="infonce"), obj, dict(lr=1e-4), DATA)
+    enc_before = [p.detach().clone() for p in m.encoder.parameters()]
+    data = ImageDataModule({"name": "synthetic", "num_samples": 32, "batch_size": 16})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(m, datamodule=data)
+    d_opt = trainer.optimizers[m.optimizer_names.index("prior_disc")]
+    assert d_opt.state and all(float(s["step"]) == 6 for s in d_opt.state.values())
+    assert all(float(s["step"]) == 2 for s in trainer.optimizers[0].state.values())
+    assert trainer.global_step == 2  # extra D steps are not counted as training steps
+    assert any(not torch.equal(a, p) for a, p in zip(enc_before, m.encoder.parameters()))
+
+
+def test_r1_penalty_is_taken_on_prior_samples_only():
+    disc = lambda v: v.pow(2).sum(1)  # noqa: E731  grad = 2v: |grad|^2 = 4|v|^2
+    y = torch.full((6, 3), 2.0)
+    both = prior_discriminator_loss(disc, y, 1.0, torch.Generator().manual_seed(1))
+    real = prior_discriminator_loss(disc, y, 1.0, torch.Generator().manual_seed(1), gp_on="real")
+    v = torch.rand(6, 3, generator=torch.Generator().manual_seed(1))
+    fake_sq = 4 * torch.sigmoid(y).pow(2).sum(1)
+    assert real.gradient_penalty.item() == pytest.approx(4 * v.pow(2).sum(1).mean().item())
+    expected_both = (4 * v.pow(2).sum(1).sum() + fake_sq.sum()).item() / 12
+    assert both.gradient_penalty.item() == pytest.approx(expected_both)
+    with pytest.raises(ValueError, match="gp_on"):
+        prior_discriminator_loss(disc, y, 1.0, gp_on="fake")
+
+
+def test_logit_space_matches_y_to_the_logistic_prior():
+    """``space="logit"``: D sees Y itself and logit(U) samples (the standard logistic)."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, v):
+            seen.append(v.detach())
+            return v.sum(1) * 0
+
+    disc = Recorder()
+    y = torch.randn(4000, 2)
+    prior_discriminator_loss(disc, y, 0.0, space="logit")
+    real, fake = seen[0][:4000], seen[0][4000:]
+    assert torch.equal(fake, y) and torch.isfinite(real).all()
+    assert real.std().item() == pytest.approx(math.pi / math.sqrt(3), rel=0.05)
+    assert prior_encoder_loss(disc, y, "logit").item() == pytest.approx(math.log(2))
+    assert torch.equal(seen[-1], y)  # the encoder's side sees Y, not sigmoid(Y)
+
+
+def test_spectral_norm_bounds_each_layer_of_d():
+    torch.manual_seed(0)
+    disc = PriorDiscriminator(8, (32, 16), spectral_norm=True)
+    for _ in range(20):  # power iterations run in training-mode forwards
+        disc(torch.rand(4, 8))
+    for layer in disc.net:
+        if isinstance(layer, torch.nn.Linear):
+            top = torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
+            assert top == pytest.approx(1.0, rel=0.05)
