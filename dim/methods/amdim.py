@@ -105,6 +105,12 @@ class AMDIMModule(MethodModule):
     ) -> None:
         super().__init__(optim)
         self.save_hyperparameters()
+        unknown = sorted(set(objective) - {f"w_{t}" for t in TERMS})
+        if unknown:
+            raise DimError(
+                f"objective.{unknown[0]} belongs to another method; AMDIM's objective has "
+                "w_1t5, w_1t7, w_5t5 (objective=amdim)"
+            )
         self.weights = {t: float(objective.get(f"w_{t}", 1.0)) for t in TERMS}
         if min(self.weights.values()) < 0 or sum(self.weights.values()) == 0:
             raise DimError(

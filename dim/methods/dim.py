@@ -90,6 +90,12 @@ class DIMModule(MethodModule):
     ) -> None:
         super().__init__(optim)
         self.save_hyperparameters()
+        missing = [k for k in ("alpha", "beta", "gamma") if k not in objective]
+        if missing:
+            raise DimError(
+                f"objective has no {missing[0]}: objective={sorted(objective)} belongs to another "
+                "method; DIM's objectives are local, global and local_global"
+            )
         self.alpha, self.beta, self.gamma = (
             float(objective[k]) for k in ("alpha", "beta", "gamma")
         )

@@ -8,10 +8,14 @@ import pytest
 from conftest import compose_train, run_cli
 from omegaconf import OmegaConf
 
+from dim.errors import DimError
+from dim.methods import build_method
 from dim.methods.dim import DIMModule
 
 CONFIGS = Path(str(importlib.resources.files("dim.configs")))
-GROUPS = ["data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks"]
+GROUPS = [
+    "data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "method"
+]  # fmt: skip
 
 
 def _options(group):
@@ -26,6 +30,7 @@ def test_design_contract_options_exist():
     assert {"cpu", "gpu", "ddp", "ddp_cpu", "multinode"} <= set(_options("trainer"))
     assert {"tensorboard", "csv"} <= set(_options("logger"))
     assert "quickstart" in _options("experiment")
+    assert {"dim", "amdim"} <= set(_options("method"))
 
 
 @pytest.mark.parametrize("group", GROUPS + ["experiment"])
@@ -39,18 +44,24 @@ def test_every_option_composes_and_resolves(group):
 @pytest.mark.parametrize("bound", _options("bound"))
 @pytest.mark.parametrize("objective", _options("objective"))
 def test_every_bound_and_objective_builds_a_module(bound, objective):
-    cfg = compose_train([f"bound={bound}", f"objective={objective}", "model.mi_units=16"])
+    """Each objective with its method (objective=amdim is AMDIM's, the others DIM's); an
+    objective of the other method is refused in one line."""
+    method = "amdim" if objective == "amdim" else "dim"
+    small = ["model.mi_units=16", "model.ndf=4", "model.n_rkhs=8", "model.n_depth=1"]
+    overrides = [f"method={method}", f"bound={bound}", f"objective={objective}"]
+    cfg = compose_train([*overrides, *(small if method == "amdim" else small[:1])])
     c = OmegaConf.to_container(cfg, resolve=True)
-    m = DIMModule(
-        c["model"],
-        c["bound"],
-        c["objective"],
-        c["optim"],
-        dict(channels=3, image_size=32, num_classes=10),
-    )
-    assert (m.beta > 0) == hasattr(m, "local_critic") and (m.alpha > 0) == hasattr(
-        m, "global_critic"
-    )
+    groups = {k: c[k] for k in ("model", "bound", "objective", "optim")}
+    data = dict(channels=3, image_size=32, num_classes=10)
+    m = build_method(method, **groups, data=data)
+    if method == "dim":
+        assert (m.beta > 0) == hasattr(m, "local_critic")
+        assert (m.alpha > 0) == hasattr(m, "global_critic")
+    else:
+        assert set(m.weights) == {"1t5", "1t7", "5t5"}
+    other = "dim" if method == "amdim" else "amdim"
+    with pytest.raises(DimError, match="belongs to"):
+        build_method(other, **groups, data=data)
 
 
 @pytest.mark.parametrize("name", ["train", "eval", "embed", "export"])
@@ -72,8 +83,10 @@ def test_train_help_lists_only_the_training_groups():
     names = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
     assert names == sorted(GROUPS + ["experiment", "paths"]), groups
     assert (
-        "experiment: dim_cifar10, dim_cifar100, dim_stl10, dim_tiny_imagenet, quickstart" in groups
+        "experiment: amdim_cifar10, amdim_cifar100, amdim_quickstart, amdim_stl10, dim_cifar10, "
+        "dim_cifar100, dim_stl10, dim_tiny_imagenet, quickstart" in groups
     )
+    assert "method: amdim, dim" in groups
 
 
 @pytest.mark.parametrize(
