@@ -47,7 +47,7 @@ AMDIM_DATASETS = ("cifar10", "cifar100", "stl10")
 
 
 def test_one_preset_per_dataset_plus_quickstart():
-    dim = [f"dim_{d}" for d in DATASETS] + ["quickstart"]
+    dim = [f"dim_{d}" for d in DATASETS] + ["quickstart", "quickstart_prior"]
     amdim = [f"amdim_{d}" for d in AMDIM_DATASETS] + ["amdim_quickstart"]
     assert presets() == sorted(dim + amdim)
 
@@ -56,6 +56,10 @@ def test_quickstart_is_offline_and_small():
     cfg = compose_train(["experiment=quickstart"])
     assert cfg.task_name == "quickstart" and cfg.data.name == "digits"
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs == 10
+    assert (cfg.objective.gamma, cfg.model.d_steps, cfg.model.gp_weight) == (0.1, 1, 1.0)
+    prior = compose_train(["experiment=quickstart_prior"])  # the prior game that matches
+    assert prior.data.name == "digits" and prior.trainer.max_epochs == 30
+    assert (prior.objective.gamma, prior.model.d_steps, prior.model.gp_weight) == (1.0, 5, 0.3)
 
 
 def _documented() -> dict[str, list[str]]:
