@@ -153,19 +153,11 @@ def test_prior_game_moves_y_to_the_prior_on_a_toy_problem():
 def test_training_steps_the_discriminator_with_its_own_gradients():
     """Through Lightning: D's parameters move on every step by its own optimiser; the test fails
     if D's loss is cut from its parameters or its optimiser is never stepped."""
-    import pytorch_lightning as pl
-
-    from dim.data.images import ImageDataModule
 
     torch.manual_seed(0)
     m = _module(beta=0.0, gamma=1.0)  # the prior term alone
     before = [p.detach().clone() for p in m.prior_disc.parameters()]
-    data = ImageDataModule({"name": "synthetic", "num_samples": 64, "batch_size": 16})
-    trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(m, datamodule=data)
+    trainer = _fit_one_epoch(m, 64)
     d_opt = trainer.optimizers[m.optimizer_names.index("prior_disc")]
     assert all(float(s["step"]) == 4 for s in d_opt.state.values()) and d_opt.state
     assert all(not torch.equal(a, p) for a, p in zip(before, m.prior_disc.parameters()))
@@ -174,21 +166,13 @@ def test_training_steps_the_discriminator_with_its_own_gradients():
 def test_d_steps_gives_the_discriminator_that_many_updates_per_encoder_step():
     """``model.d_steps=3``: D's optimiser steps three times per training step (the two extra on
     the step's detached Y), the encoder's once, and D's parameters keep moving."""
-    import pytorch_lightning as pl
-
-    from dim.data.images import ImageDataModule
 
     torch.manual_seed(0)
     model = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16], d_steps=3)
     obj = dict(alpha=0.0, beta=0.0, gamma=1.0)
     m = DIMModule(model, dict(name="infonce"), obj, dict(lr=1e-4), DATA)
     enc_before = [p.detach().clone() for p in m.encoder.parameters()]
-    data = ImageDataModule({"name": "synthetic", "num_samples": 32, "batch_size": 16})
-    trainer = pl.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(m, datamodule=data)
+    trainer = _fit_one_epoch(m, 32)
     d_opt = trainer.optimizers[m.optimizer_names.index("prior_disc")]
     assert d_opt.state and all(float(s["step"]) == 6 for s in d_opt.state.values())
     assert all(float(s["step"]) == 2 for s in trainer.optimizers[0].state.values())
@@ -238,3 +222,18 @@ def test_spectral_norm_bounds_each_layer_of_d():
         if isinstance(layer, torch.nn.Linear):
             top = torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
             assert top == pytest.approx(1.0, rel=0.05)
+
+
+def _fit_one_epoch(module, num_samples: int):
+    """One epoch of ``module`` on synthetic images (batch 16) without validation or files."""
+    import pytorch_lightning as pl
+
+    from dim.data.images import ImageDataModule
+
+    data = ImageDataModule({"name": "synthetic", "num_samples": num_samples, "batch_size": 16})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return trainer
