@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint format clean
+.PHONY: install train test test-slow lint format clean
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -n auto --dist worksteal $(ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

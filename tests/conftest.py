@@ -47,9 +47,15 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``gpu`` need CUDA: skipped (with the reason) on machines without it."""
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason) on machines without it.  Tests
+    marked ``slow`` (minutes of training) run only when selected: ``make test-slow``."""
     import torch
 
+    if "slow" not in (config.option.markexpr or ""):
+        later = pytest.mark.skip(reason="minutes of training: make test-slow (marker slow)")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(later)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu)")

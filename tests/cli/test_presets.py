@@ -199,8 +199,10 @@ def test_amdim_presets_carry_the_papers_settings():
         crop = "resized" if dataset == "stl10" else "translate"
         assert cfg.method.views.crop == crop and cfg.method.views.p_gray == 0.25
         assert not cfg.data.augment.get("hflip")  # the views flip, once for both
-    quick = compose_train(["experiment=amdim_quickstart"])
+    quick = compose_train(["experiment=amdim_quickstart"])  # DIM quickstart's encoder
     assert quick.data.name == "digits" and quick.trainer.accelerator == "cpu"
+    assert quick.method.name == "amdim" and quick.model.encoder == "basic32"
+    assert (quick.model.tclip, quick.model.score_reg, quick.method.views.rotate) == (20, 0.05, 15)
     # method=amdim on its own, and with an existing encoder
     assert compose_train(["method=amdim"]).model.encoder == "amdim"
     assert compose_train(["method=amdim", "model=basic32"]).model.encoder == "basic32"
@@ -219,16 +221,8 @@ def test_every_amdim_preset_trains_one_step_on_generated_data(dataset, monkeypat
         root = writers[dataset]().register(monkeypatch)
         extra = [f"data.data_dir={root}", "data.download=false", "data.num_workers=0",
                  "data.pin_memory=false"]  # fmt: skip
-    cfg = compose_train(
-        [
-            f"experiment=amdim_{dataset}",
-            *extra,
-            "data.batch_size=4",
-            "model.ndf=4",
-            "model.n_rkhs=8",
-            "model.n_depth=1",
-        ]  # fmt: skip
-    )
+    small = ["model.ndf=4", "model.n_rkhs=8", "model.n_depth=1"] if dataset in writers else []
+    cfg = compose_train([f"experiment=amdim_{dataset}", *extra, "data.batch_size=4", *small])
     c = OmegaConf.to_container(cfg, resolve=True)
     data = ImageDataModule(c["data"], views=c["method"]["views"])
     groups = {k: c[k] for k in ("model", "bound", "objective", "optim")}
