@@ -121,7 +121,7 @@ class DeviceDataModule(pl.LightningDataModule):
         self.rank, self.world_size = 0, 1
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
         self.stats: tuple[Tensor, Tensor] | None = None
-        self.view_stats = base.view_stats
+        self.view_stats: tuple[Tensor, Tensor] | None = None  # (mean, std) the views undo
 
     @property
     def info(self) -> dict[str, Any]:
@@ -139,6 +139,9 @@ class DeviceDataModule(pl.LightningDataModule):
             self.tensors[name] = (x.to(device), y.to(device))
             if stats is not None:
                 self.stats = (stats[0].to(device), stats[1].to(device))
+        if self.base.views is not None:
+            mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in self.base.view_stats)
+            self.view_stats = (mean.to(device), std.to(device))
 
     def prepare(self, x: Tensor, train: bool, generator: torch.Generator | None = None) -> Tensor:
         """uint8 -> [0, 1] -> crop (random when training) -> flip -> normalise, on the device.
@@ -161,11 +164,8 @@ class DeviceDataModule(pl.LightningDataModule):
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
         if self.stats is not None:
             x = (x - self.stats[0]) / self.stats[1]
-        if train and self.base.views is not None:  # (N, 2, C, H, W), as the CPU loader gives
-            mean, std = (
-                torch.tensor(s, device=x.device).view(1, -1, 1, 1) for s in self.view_stats
-            )
-            x = make_views(x, mean, std, self.base.views, generator)
+        if train and self.view_stats is not None:  # (N, 2, C, H, W), as the CPU loader gives
+            x = make_views(x, *self.view_stats, self.base.views, generator)
         return x
 
     def train_dataloader(self) -> DeviceBatches:

@@ -133,13 +133,7 @@ class AMDIMModule(MethodModule):
                 f"model.source_locations must be random or all, got '{self.source_locations}'"
             )
         self.add_probes(model, data)
-        self.channels_last = bool(model.get("channels_last"))
-        if self.channels_last:
-            self.encoder.to(memory_format=torch.channels_last)
-        if model.get("compile"):  # in place: state_dict keys stay those of the plain modules
-            self.encoder.compile()
-            for net in self.embed.values():
-                net.compile()
+        self.use_speed_options(model, list(self.embed.values()))
 
     def _sources(self, feats: dict[str, Tensor], tap: str) -> Tensor:
         """``(B, K, D)`` sources: the global feature (K = 1), or locations of a map: one random

@@ -78,6 +78,18 @@ class MethodModule(pl.LightningModule):
         if model.get("probe", True) and data.get("num_classes"):
             self.probes = OnlineProbes(feature_dims(self.encoder), int(data["num_classes"]))
 
+    def use_speed_options(self, model: dict[str, Any], nets: list[nn.Module]) -> None:
+        """``model.channels_last`` (the encoder in NHWC) and ``model.compile``: the encoder and
+        ``nets`` (the critics' networks, where nearly all FLOPs and kernel launches are) are
+        compiled in place, so state_dict keys stay those of the plain modules."""
+        self.channels_last = bool(model.get("channels_last"))
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+        if model.get("compile"):
+            self.encoder.compile()
+            for net in nets:
+                net.compile()
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.encoder(x)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dim.distributed import gather_with_grad
+from dim.distributed import gather_with_grad, world_size
 from dim.errors import DimError
 from dim.methods.base import MethodModule, NonFiniteLossError, make_bound
 from dim.nets.critics import (
@@ -120,21 +120,10 @@ class DIMModule(MethodModule):
                 spectral_norm=bool(model.get("d_spectral_norm", False)),
             )
         self.add_probes(model, data)
-        if model.get("channels_last"):
-            self.encoder.to(memory_format=torch.channels_last)
-        if model.get("compile"):
-            # In place (state_dict keys stay those of the plain modules): the encoder and the
-            # critics' networks, where nearly all of a step's FLOPs and kernel launches are.  Not
-            # the prior discriminator: its gradient penalty needs double backward, which
-            # torch.compile does not support.
-            self.encoder.compile()
-            for critic in (
-                getattr(self, "local_critic", None),
-                getattr(self, "global_critic", None),
-            ):
-                for net in critic.children() if critic is not None else ():
-                    net.compile()
-        self.channels_last = bool(model.get("channels_last"))
+        # Not the prior discriminator: its gradient penalty needs double backward, which
+        # torch.compile does not support.
+        critics = [getattr(self, n, None) for n in ("local_critic", "global_critic")]
+        self.use_speed_options(model, [n for c in critics if c is not None for n in c.children()])
         self.gp_weight = float(model.get("gp_weight", 1.0))
         self.gp_on = str(model.get("gp_on", "both"))
         self.d_steps = int(model.get("d_steps", 1))
@@ -216,8 +205,7 @@ class DIMModule(MethodModule):
         called directly here, not through the DDP wrapper."""
         opt = self._optimizers()[self.optimizer_names.index("prior_disc")].optimizer
         y = self._prior_y.to(next(self.prior_disc.parameters()).dtype)
-        dist = torch.distributed
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = world_size()
         with torch.autocast(device_type=y.device.type, enabled=False):
             for _ in range(n):
                 opt.zero_grad(set_to_none=True)
@@ -228,7 +216,7 @@ class DIMModule(MethodModule):
                 if world > 1:  # SUM then divide: gloo has no AVG
                     for p in self.prior_disc.parameters():
                         if p.grad is not None:
-                            dist.all_reduce(p.grad)
+                            torch.distributed.all_reduce(p.grad)
                             p.grad.div_(world)
                 opt.step()
 
