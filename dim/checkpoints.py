@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from dim.diskio import atomic_write
 from dim.errors import DimError
 from dim.nets.encoders import Encoder, build_encoder, encoder_config
 
@@ -19,19 +20,16 @@ ENCODER_FORMAT = "dim-encoder/1"
 
 
 def save_encoder(encoder: Encoder, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write the encoder's weights and the config needed to rebuild it (atomically)."""
+    """Write the encoder's weights and the config needed to rebuild it (atomically; a full disk
+    is a :class:`~dim.diskio.WriteError` naming the file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": ENCODER_FORMAT,
         "config": dict(encoder.config),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def _safe_load(path: Path) -> Any:

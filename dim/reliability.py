@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -14,31 +14,49 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from dim.checkpoints import _safe_load
+from dim.diskio import PARTIAL, atomic_write
+from dim.errors import DimError
+
 if TYPE_CHECKING:
     from pytorch_lightning.loops.progress import _ProcessedTracker
-
-PARTIAL = ".tmp-"  # a checkpoint being written: .<name>.tmp-<pid>
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write to a temporary file in the *same* directory, fsync, then rename over the target.
 
     A crash or kill while saving leaves the previous checkpoint intact (rename is atomic on POSIX
-    within one filesystem; Lightning's default may stage the file in /tmp and copy it over).
+    within one filesystem; Lightning's default may stage the file in /tmp and copy it over).  A
+    full disk or an I/O error is a :class:`~dim.diskio.WriteError` naming the file.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def resume_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a ``resume`` continues from: ``last`` (``checkpoints/last.ckpt``) or, when
+    it is missing or unreadable, the newest readable ``*.ckpt`` beside it, with a ``warning:``
+    line naming both.  Never silently from scratch: no readable checkpoint is a one-line error."""
+    try:
+        return last, _safe_load(last)
+    except DimError as err:
+        problem = str(err)
+    folder = last.parent
+    others = [p for p in folder.glob("*.ckpt") if p != last and not p.name.startswith(".")]
+    for path in sorted(others, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            ckpt = _safe_load(path)
+        except DimError:
+            continue
+        print(
+            f"warning: {problem}; resuming from {path} (step {ckpt.get('global_step', '?')}), "
+            "the newest readable checkpoint of the run",
+            file=sys.stderr,
+            flush=True,
+        )
+        return path, ckpt
+    raise DimError(f"{problem}; and no other readable checkpoint in {folder}: cannot resume")
 
 
 # ---- RNG state, stored as tensors / plain values so checkpoints load with weights_only=True ----

@@ -27,10 +27,18 @@ from dim.callbacks import EmbeddingProjector, KNNMonitor, PriorMonitor, TensorBo
 from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_encoder, save_encoder
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
+from dim.diskio import WriteError, disk_error_in, write_failure, write_text
 from dim.errors import DimError
 from dim.methods import build_method
 from dim.methods.base import MethodModule
-from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
+from dim.reliability import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    StopRequest,
+    resume_checkpoint,
+    training_done,
+)
+from dim.rundir import check_writable_dir
 
 TB_DIR = "tensorboard"
 
@@ -87,12 +95,15 @@ def build_callbacks(
     return callbacks
 
 
-def check_checkpoint(path: Path, module: MethodModule) -> dict[str, Any]:
+def check_checkpoint(
+    path: Path, module: MethodModule, ckpt: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Fail early, in one line, on a missing, corrupt or other-architecture checkpoint; returns
-    the checkpoint."""
-    if not path.is_file():
-        raise DimError(f"checkpoint not found: {path}")
-    ckpt = _safe_load(path)
+    the checkpoint (``ckpt``: already loaded from ``path``)."""
+    if ckpt is None:
+        if not path.is_file():
+            raise DimError(f"checkpoint not found: {path}")
+        ckpt = _safe_load(path)
     theirs = encoder_config_from_checkpoint(ckpt, path)
     ours = dict(module.encoder.config)
     if theirs != ours:
@@ -240,6 +251,11 @@ def _train(
     cfg: DictConfig, run_dir: Path, ckpt_path: Path | None, request: StopRequest
 ) -> dict[str, Any]:
     check_devices(cfg)
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by lightning_utilities
+        # a file in the way, a read-only filesystem, no permission: one line, before any work
+        subdirs = ["checkpoints"] + ([TB_DIR] if cfg.logger.name == "tensorboard" else [])
+        for folder in (run_dir, *(run_dir / d for d in subdirs)):
+            check_writable_dir(folder, "run dir" if folder == run_dir else "run folder")
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     method: dict[str, Any] = _plain(cfg.method) if "method" in cfg else {"name": "dim"}  # old runs
     data: ImageDataModule | DeviceDataModule = ImageDataModule(
@@ -256,13 +272,24 @@ def _train(
         data=data.info,
     )
     if ckpt_path is not None:
-        done = nothing_left(cfg, check_checkpoint(ckpt_path, module))
+        if cfg.get("resume"):  # an unreadable last.ckpt: the newest readable one, named
+            ckpt_path, ckpt = resume_checkpoint(ckpt_path)
+            done = nothing_left(cfg, check_checkpoint(ckpt_path, module, ckpt))
+        else:
+            done = nothing_left(cfg, check_checkpoint(ckpt_path, module))
         if done is not None:
             return finish_without_training(cfg, run_dir, ckpt_path, done)
     callbacks = build_callbacks(cfg, run_dir, request)
     trainer = build_trainer(cfg, run_dir, callbacks)
     try:
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Exception as exc:
+        if isinstance(exc, SIGTERMException) or (storage := disk_error_in(exc)) is None:
+            raise
+        kill = getattr(trainer.strategy.launcher, "kill", None)
+        if kill is not None and trainer.world_size > 1:  # DDP children would wait forever
+            kill(signal.SIGKILL)
+        raise write_failure(storage, run_dir, resume_hint(run_dir)) from None
     except SIGTERMException:
         stop = next(c for c in callbacks if isinstance(c, GracefulStop))
         signum = request.signum or signal.SIGTERM
@@ -282,9 +309,12 @@ def _train(
             "metrics": metrics,
             "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         }
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if cfg.export_encoder:
-            save_encoder(module.encoder, run_dir / "encoder.pt", {"run_dir": str(run_dir)})
+        try:
+            write_text(run_dir / "metrics.json", json.dumps(summary, indent=2) + "\n")
+            if cfg.export_encoder:
+                save_encoder(module.encoder, run_dir / "encoder.pt", {"run_dir": str(run_dir)})
+        except WriteError as err:
+            raise err.with_hint(resume_hint(run_dir)) from None
         print_summary(run_dir, metrics, cfg, stopped_early(trainer, cfg))
     return metrics
 
@@ -292,17 +322,35 @@ def _train(
 def finish_without_training(
     cfg: DictConfig, run_dir: Path, ckpt_path: Path, why: str
 ) -> dict[str, Any]:
-    """A resumed run with nothing left to train: say so; write a missing ``encoder.pt``."""
+    """A resumed run with nothing left to train: say so; write a missing ``encoder.pt`` or
+    ``metrics.json`` (a run whose last writes failed, e.g. on a full disk)."""
+    summary = run_dir / "metrics.json"
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by lightning_utilities
         if cfg.export_encoder and not (run_dir / "encoder.pt").is_file():
             save_encoder(load_encoder(ckpt_path), run_dir / "encoder.pt", {"run_dir": str(run_dir)})
+        if not summary.is_file():
+            steps, epochs = _progress(_safe_load(ckpt_path))
+            doc = {
+                "global_step": steps,
+                "epochs": epochs,
+                "metrics": {},  # measured at the end of training, which this process did not see
+                "checkpoint": str(ckpt_path),
+            }
+            write_text(summary, json.dumps(doc, indent=2) + "\n")
         print(
             f"Nothing to train: {why}. Raise trainer.max_steps or trainer.max_epochs to continue "
             f"(run dir: {run_dir}).",
             flush=True,
         )
-    summary = run_dir / "metrics.json"
     return json.loads(summary.read_text())["metrics"] if summary.is_file() else {}
+
+
+def resume_hint(run_dir: Path) -> str:
+    """What to do after a failed write: the last checkpoint is intact (written atomically)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "no checkpoint was written yet; free space and start the run again"
+    return f"{last} is intact; free space, then continue with: dim-train resume={run_dir}"
 
 
 def print_summary(

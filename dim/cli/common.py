@@ -66,15 +66,25 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
+        from dim import diskio, rundir
+
         try:
             return task(cfg)
-        except DimError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as exc:
+            # a full disk, an I/O error (also one Lightning's clean-up ran into): one line too
+            storage = None if isinstance(exc, DimError) else diskio.disk_error_in(exc)
+            if not isinstance(exc, DimError) and storage is None:
+                raise
             try:
-                _remove_if_only_hydra_litter(run_dir())
+                out = run_dir()
             except Exception:  # no Hydra context (called from Python): nothing to clean
-                pass
-            sys.exit(EXIT_USER_ERROR)
+                out = None
+            err = exc if storage is None else diskio.write_failure(storage, out)
+            print(f"error: {err}", file=sys.stderr)
+            if out is not None:
+                rundir.release_run_dir(out)  # our lock only: another holder's run stays
+                _remove_if_only_hydra_litter(out)
+            sys.exit(getattr(err, "exit_code", EXIT_USER_ERROR))
 
     return wrapper
 
@@ -157,13 +167,22 @@ def launch(
     sys.argv = [sys.argv[0], *argv]
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
+    from dim import diskio, rundir
+
+    diskio.quiet_tensorboard_thread_errors()
     try:
         task()
     except HydraException as err:
         if before == "1":
             raise
         _fail(config_error(err, config_module, config_name, argv))
+    except OSError as err:  # Hydra creating the run dir or writing its .hydra/ files
+        if err.errno not in diskio.DISK_ERRNOS:
+            raise
+        path = Path(err.filename) if err.filename else Path.cwd()
+        _fail(str(rundir.unusable(path, err, "output path")))
     finally:
+        rundir.release_all()  # the run-dir lock goes with the command, however it ends
         if before is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -192,6 +211,9 @@ def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path
         raise DimError(f"out={value} is a directory; give a file name")
     if out.exists() and not overwrite:
         raise DimError(f"out={value} exists; pass overwrite=true to replace it (nothing written)")
+    from dim.rundir import check_writable_dir
+
+    check_writable_dir(out.parent, "output folder", create=False)
     return out
 
 

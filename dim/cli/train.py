@@ -20,7 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dim.cli.common import launch, run_dir, user_errors
 from dim.cli.presets import rewrite_argv
+from dim.diskio import write_text
 from dim.errors import DimError
+from dim.rundir import lock_run_dir
 
 GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
 
@@ -49,12 +51,17 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if _is_launched_child():  # write nothing of its own: Hydra's job log goes to stdout
         return [*argv, "hydra/job_logging=stdout", "hydra.output_subdir=null"]
     resume = _arg(argv, "resume")
+    # One writer per run dir: its lock is taken before Hydra writes anything into it (not for
+    # --cfg / --help, which write nothing; a sweep's jobs lock their own dirs in _task).
+    lock = not any(a.startswith("-") for a in argv)
     if resume not in (None, "", "null"):
         run = Path(resume).expanduser().resolve()
         if not (run / ".hydra" / "config.yaml").is_file():
             raise DimError(f"resume={resume} is not a dim run directory (no .hydra/config.yaml)")
-        if not (run / "checkpoints" / "last.ckpt").is_file():
+        if not any((run / "checkpoints").glob("*.ckpt")):
             raise DimError(f"resume={resume}: the run has no checkpoints/last.ckpt to resume from")
+        if lock:
+            lock_run_dir(run)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         argv = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
         return argv + [f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resume_{stamp}"]
@@ -64,6 +71,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
             f"{explicit} already holds a run; continue it with resume={explicit} or choose "
             "another hydra.run.dir (nothing was overwritten)"
         )
+    if explicit and lock:
+        lock_run_dir(Path(explicit).expanduser())
     return argv
 
 
@@ -100,6 +109,8 @@ def _task(cfg: DictConfig) -> None:
     from dim.training import train
 
     run = run_dir()
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by lightning_utilities
+        lock_run_dir(run)  # already held unless Hydra chose the dir (its default: a timestamp)
     ckpt = None
     if cfg.resume:
         cfg = resumed_config(run, list(HydraConfig.get().overrides.task))
@@ -115,7 +126,7 @@ def _task(cfg: DictConfig) -> None:
     ):
         # Replace Hydra's copy with the *resolved* config: the run is reproducible from it alone.
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        (run / subdir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        write_text(run / subdir / "config.yaml", OmegaConf.to_yaml(resolved))
     train(cfg, run, ckpt)
 
 

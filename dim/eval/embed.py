@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dim.diskio import atomic_write, writing
 from dim.eval.features import extract_features, resolve_device
 from dim.eval.source import build_eval_splits, data_config, load_source
 
@@ -58,12 +59,8 @@ def write_embedding(
         "y": feats.y.numpy().astype(np.float32),
         "labels": feats.labels.numpy().astype(np.int64),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        # mypy matches the **dict against savez's ``allow_pickle: bool`` too; the keys are names
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-    tmp.replace(out)
+    # mypy matches the **dict against savez's ``allow_pickle: bool`` too; the keys are names
+    atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     print(
         f"wrote {out}: " + ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in arrays.items())
     )
@@ -72,7 +69,7 @@ def write_embedding(
 
         from dim.eval.projector import projector_from_dataset
 
-        with SummaryWriter(str(projector)) as writer:
+        with writing(projector), SummaryWriter(str(projector)) as writer:
             n = projector_from_dataset(writer, source.encoder, dataset, projector_size, dev)
         print(f"projector of {n} points: tensorboard --logdir {projector}")
     return arrays

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dim.diskio import write_text
 from dim.eval.features import TAPS
 
 PERCENT = {"accuracy"}  # metrics shown in percent in the tables (stored as fractions)
@@ -90,10 +91,8 @@ def to_json(results: dict[str, ProtocolResult], meta: dict[str, Any]) -> dict[st
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    """Write atomically (a reader never sees half a file; a full disk is one line)."""
+    write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def format_stat(stat: Stat, metric: str) -> str:

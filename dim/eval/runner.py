@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from dim.diskio import write_text
 from dim.errors import DimError
 from dim.eval.context import EvalContext
 from dim.eval.features import TAPS, resolve_device
@@ -109,7 +110,7 @@ def evaluate(
             f"dim-eval of `{settings.get('run')}` (init={source.init}, data={data.get('name')}, "
             f"{meta['n_train']} train / {meta['n_test']} test images)"
         )
-        (out_dir / "eval.md").write_text(f"{caption}\n\n{table}")
+        write_text(out_dir / "eval.md", f"{caption}\n\n{table}")
         log_tensorboard(writer, results, table)
     finally:
         writer.close()

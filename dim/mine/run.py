@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
+from dim.diskio import write_text
 from dim.errors import DimError
 from dim.mine.critics import CRITIC_DEFAULTS
 from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase, resolve_device
@@ -133,7 +134,7 @@ def run(cfg: DictConfig, out_dir: Path) -> tuple[dict[str, Any], MIEstimate]:
     finally:
         tb.close()
     record = {"source": source, **result.to_dict()}
-    (out_dir / "mi.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(out_dir / "mi.json", json.dumps(record, indent=2) + "\n")
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr, flush=True)
     return record, result
