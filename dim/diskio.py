@@ -43,6 +43,15 @@ DISK_ERRNOS = {
     errno.ENAMETOOLONG,
     errno.ESTALE,
 }
+# ... of those, the ones that mean "this path cannot be used" (the user's to fix: exit 2)
+PATH_ERRNOS = {
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+}
 
 
 def cause(err: BaseException) -> str:

@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dim.diskio import cause
+from dim.diskio import PATH_ERRNOS, WriteError, cause
 from dim.errors import DimError
 
 LOCK_NAME = ".lock"
@@ -127,10 +127,13 @@ def first_file_on_path(path: Path) -> Path | None:
 
 
 def unusable(path: Path, err: OSError, what: str) -> DimError:
-    """One line for a directory that cannot be created or written."""
+    """One line for a directory that cannot be created or written: a :class:`DimError` (exit 2)
+    for a path the user must change, a :class:`WriteError` (exit 1) for a full or failing disk."""
     blocker = first_file_on_path(path)
     if blocker is not None:
         return DimError(f"cannot use {what} {path}: {blocker} is a file, not a directory")
+    if err.errno not in PATH_ERRNOS:
+        return WriteError(path, err)
     return DimError(f"cannot write to {what} {path}: {cause(err)}")
 
 

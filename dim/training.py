@@ -254,8 +254,8 @@ def _train(
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # set by lightning_utilities
         # a file in the way, a read-only filesystem, no permission: one line, before any work
         subdirs = ["checkpoints"] + ([TB_DIR] if cfg.logger.name == "tensorboard" else [])
-        for folder in (run_dir, *(run_dir / d for d in subdirs)):
-            check_writable_dir(folder, "run dir" if folder == run_dir else "run folder")
+        for folder in (run_dir, *(run_dir / d for d in subdirs)):  # created when first used
+            check_writable_dir(folder, "run folder", create=False)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     method: dict[str, Any] = _plain(cfg.method) if "method" in cfg else {"name": "dim"}  # old runs
     data: ImageDataModule | DeviceDataModule = ImageDataModule(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -170,6 +171,9 @@ def launch(
     from dim import diskio, rundir
 
     diskio.quiet_tensorboard_thread_errors()
+    # A log file on a full disk must not print a traceback per record (Hydra logs to one);
+    # the failing write that matters is reported as one line.
+    logging.raiseExceptions = False
     try:
         task()
     except HydraException as err:
@@ -180,7 +184,9 @@ def launch(
         if err.errno not in diskio.DISK_ERRNOS:
             raise
         path = Path(err.filename) if err.filename else Path.cwd()
-        _fail(str(rundir.unusable(path, err, "output path")))
+        problem = rundir.unusable(path, err, "output path")
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(getattr(problem, "exit_code", EXIT_USER_ERROR))
     finally:
         rundir.release_all()  # the run-dir lock goes with the command, however it ends
         if before is None:
