@@ -4,6 +4,7 @@ during a checkpoint write, exact resume with augmentation in workers or on the d
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from conftest import BIN, TINY, compose_train, run_cli
 from preemption_helpers import Preempt, assert_same_training, install
 
 import dim.reliability as reliability
+from dim.diskio import WriteError
 from dim.training import train
 
 HERE = Path(__file__).parent
@@ -170,10 +172,10 @@ def test_atomic_checkpoint_survives_a_crash_while_saving(tmp_path, monkeypatch):
 
     def crash(obj, f, *a, **k):
         f.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(reliability.torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match=f"cannot write {path}: Input/output error .EIO."):
         io.save_checkpoint({"step": torch.tensor(2)}, path)
     assert torch.load(path, weights_only=True)["step"].item() == 1  # previous one intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
@@ -192,14 +194,19 @@ def _start_long_run(run):
 
 
 def test_sigterm_to_the_console_script_saves_and_resume_finishes(tmp_path):
-    """The real process, a real signal at whatever step it has reached."""
+    """The real process, a real signal at whatever step it has reached; meanwhile a second
+    ``resume`` of the same run dir is refused (one writer per run dir)."""
     sig = signal.SIGTERM
     run = tmp_path / "run"
     proc = _start_long_run(run)
+    second = run_cli("dim-train", f"resume={run}")
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"is in use by dim-train (pid {proc.pid} on host " in second.stderr.splitlines()[-1]
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-3000:]
     assert f"Continue with: dim-train resume={run}" in err and "Traceback" not in err
+    assert not (run / ".lock").exists()  # released on the way out
     step = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"]
     assert step > 0
     resumed = run_cli("dim-train", f"resume={run}", f"trainer.max_epochs={step // 4 + 2}")

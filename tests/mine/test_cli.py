@@ -236,6 +236,11 @@ BAD_INPUTS = {
         ["data.path={d}/in.npz"],
         "only 50 samples; MI estimation needs at least 100 pairs",
     ),
+    "three_rows": (
+        lambda d: np.savez(d / "in.npz", x=np.random.rand(3, 2), y=np.random.rand(3)),
+        ["data.path={d}/in.npz"],
+        "only 3 samples; MI estimation needs at least 100 pairs",
+    ),
     "constant_column": (
         lambda d: np.savez(
             d / "in.npz", x=np.c_[np.random.rand(300), np.ones(300)], y=np.random.rand(300)
