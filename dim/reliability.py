@@ -59,6 +59,28 @@ def resume_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
     raise DimError(f"{problem}; and no other readable checkpoint in {folder}: cannot resume")
 
 
+class LockWatch(pl.Callback):
+    """Stops a run whose run-dir lock another process has taken over (its heartbeat was held up
+    past the lease, e.g. a suspended job), before it writes another checkpoint: two writers would
+    interleave their files.  ``lock`` is :class:`dim.rundir.RunLock` (None: nothing to watch)."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+
+    def _check(self) -> None:
+        if self.lock is not None and self.lock.lost is not None:
+            raise DimError(
+                f"run dir {self.lock.run_dir} was taken over by {self.lock.lost}; this process "
+                "stops without writing more (one writer per run dir)"
+            )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._check()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._check()  # called before the file is written: raising here writes nothing
+
+
 # ---- RNG state, stored as tensors / plain values so checkpoints load with weights_only=True ----
 def collect_rng_states() -> dict[str, Any]:
     np_state = np.random.get_state(legacy=True)  # numpy's stubs type the no-argument call as a dict

@@ -34,11 +34,12 @@ from dim.methods.base import MethodModule
 from dim.reliability import (
     AtomicCheckpointIO,
     GracefulStop,
+    LockWatch,
     StopRequest,
     resume_checkpoint,
     training_done,
 )
-from dim.rundir import check_writable_dir
+from dim.rundir import check_writable_dir, held
 
 TB_DIR = "tensorboard"
 
@@ -78,7 +79,8 @@ def build_callbacks(
     )
     ckpt_dir = run_dir / "checkpoints"
     stop = GracefulStop(ckpt_dir, request or StopRequest())
-    callbacks: list[pl.Callback] = [checkpoint, stop]  # in this order: stop sees checkpoint's saves
+    # in this order: stop sees checkpoint's saves; the lock watch (rank 0 holds the lock) first
+    callbacks: list[pl.Callback] = [LockWatch(held(run_dir)), checkpoint, stop]
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)

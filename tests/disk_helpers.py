@@ -76,8 +76,8 @@ class FullDisk:
             def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
                 f = real_open(file, mode, *args, **kwargs)
                 writing = any(c in mode for c in "wax+")
-                if self.full and writing and isinstance(file, str | os.PathLike):
-                    if Path(os.path.abspath(file)).is_relative_to(self.root):
+                if self.full and writing and isinstance(file, str | bytes | os.PathLike):
+                    if Path(os.path.abspath(os.fsdecode(file))).is_relative_to(self.root):
                         return _FullFile(f)
                 return f
 

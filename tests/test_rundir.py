@@ -20,6 +20,8 @@ from disk_helpers import read_only_dir  # noqa: F401  (a fixture)
 
 import dim.rundir as rundir
 from dim.cli.train import prepare_argv
+from dim.errors import DimError
+from dim.reliability import LockWatch
 from dim.rundir import Holder, RunDirBusy, RunLock, stale_reason
 
 HOST = socket.gethostname()
@@ -276,3 +278,16 @@ def test_no_readable_checkpoint_is_one_line_never_a_fresh_start(tiny_run, tmp_pa
     line = one_line(proc)
     assert f"cannot read {last}" in line and "no other readable checkpoint" in line
     assert last.read_bytes() == b"truncated" and not (run / "tensorboard").exists()
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_writing(tmp_path):
+    lock = RunLock(tmp_path / "run", lease_s=0.2).acquire()
+    watch = LockWatch(lock)
+    watch.on_save_checkpoint(None, None, {})  # still ours: nothing happens
+    _foreign_lock(tmp_path / "run", "node-b", age_s=0)
+    deadline = time.time() + 2
+    while lock.lost is None and time.time() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(DimError, match=r"was taken over by dim-train \(pid 1 on host node-b"):
+        watch.on_save_checkpoint(None, None, {})
+    lock.release()
