@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
     # The multi-process tests are the long poles of the suite (up to a minute each): started
     # first, the other worker takes the short tests meanwhile instead of waiting at the end.
-    first = ("test_distributed.py", "test_reliability.py")
+    first = ("test_distributed.py", "test_reliability.py", "test_diskio.py")
     items.sort(key=lambda item: item.path.name not in first)  # stable: file order otherwise
     if "slow" not in (config.option.markexpr or ""):
         later = pytest.mark.skip(reason="minutes of training: make test-slow (marker slow)")
