@@ -88,29 +88,16 @@ def train_preset(preset: str, args: argparse.Namespace, runs: Path) -> tuple[Pat
     return run_dir, wall
 
 
-def _shift(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crops of the zero-padded images (background value) and horizontal flips."""
-    n, _, h, w = x.shape
-    if pad:
-        padded = torch.nn.functional.pad(x, (pad,) * 4, value=float(x.amin()))
-        dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, :, None]  # n, h, 1
-        cols = (dx[:, None] + torch.arange(w))[:, None, :]  # n, 1, w
-        x = padded[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-    if hflip:
-        flip = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x.contiguous()
-
-
 def train_supervised(run_dim: Path, seconds: float, args: argparse.Namespace, runs: Path) -> Path:
-    """basic32 + linear(Y -> classes), cross-entropy, for ``seconds`` of wall time; encoder.pt."""
+    """The DIM run's encoder architecture + linear(Y -> classes), cross-entropy, Adam 1e-3, on the
+    DIM run's batches and augmentation (its device-data pipeline), for ``seconds`` of wall time."""
     from omegaconf import OmegaConf
 
     from dim.checkpoints import save_encoder
-    from dim.data.device import materialize
-    from dim.data.sources import build_splits
+    from dim.data.device import DeviceDataModule
+    from dim.data.images import ImageDataModule
     from dim.nets.encoders import build_encoder
+    from dim.precision import resolve_precision
 
     out = runs / "supervised" / "encoder.pt"
     if args.skip_train and out.is_file():
@@ -118,33 +105,29 @@ def train_supervised(run_dim: Path, seconds: float, args: argparse.Namespace, ru
     cfg = OmegaConf.to_container(OmegaConf.load(run_dim / ".hydra" / "config.yaml"), resolve=True)
     assert isinstance(cfg, dict)
     data, model = dict(cfg["data"]), dict(cfg["model"])
-    splits = build_splits(data)
-    images, labels, stats = materialize(splits.train)
-    mean, std = stats if stats is not None else (torch.zeros(1), torch.ones(1))
-    s = int(data["image_size"])
-    pad_to = (s - images.shape[-1]) // 2  # MNIST-style 28 -> 32 zero border
-    x_all = (images.float() / 255 - mean) / std
-    x_all = torch.nn.functional.pad(
-        x_all, (pad_to,) * 4, value=float((0 - mean.flatten()[0]) / std.flatten()[0])
-    )
+    data["data_dir"] = str(args.data_dir)
+    if args.holdout:
+        data["holdout"] = args.holdout
+    batches = DeviceDataModule(ImageDataModule(data, seed=args.seed))
+    batches.setup()
+    images, labels = batches.tensors["train"]
     torch.manual_seed(args.seed)
-    encoder = build_encoder(model["encoder"], in_channels=int(data["channels"]), image_size=s)
-    head = torch.nn.Linear(int(model.get("y_dim", 64)), int(splits.num_classes or 10))
-    params = [*encoder.parameters(), *head.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    aug = dict(data.get("augment") or {})
+    info = batches.info
+    encoder = build_encoder(
+        model["encoder"], in_channels=info["channels"], image_size=info["image_size"]
+    )
+    head = torch.nn.Linear(int(model.get("y_dim", 64)), int(info["num_classes"] or 10))
+    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-3)
+    precision = resolve_precision(str(cfg["trainer"].get("precision", "32-true")), on_cpu=True)
+    bf16 = precision.startswith("bf16")
     gen = torch.Generator().manual_seed(args.seed)
-    batch, steps, start = int(data.get("batch_size", 128)), 0, time.perf_counter()
-    bf16 = str(cfg["trainer"].get("precision")) in ("auto", "bf16-mixed")
-    from dim.precision import cpu_has_native_bf16
-
-    bf16 = bf16 and cpu_has_native_bf16()
+    batch, steps, start = batches.batch_size, 0, time.perf_counter()
     encoder.train()
     while time.perf_counter() - start < seconds:
-        perm = torch.randperm(len(x_all), generator=gen)
+        perm = torch.randperm(len(images), generator=gen)
         for i in range(0, len(perm) - batch + 1, batch):
             idx = perm[i : i + batch]
-            xb = _shift(x_all[idx], int(aug.get("crop_padding") or 0), bool(aug.get("hflip")), gen)
+            xb = batches.prepare(images[idx], True, gen)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = torch.nn.functional.cross_entropy(head(encoder(xb)["y"]), labels[idx])
             opt.zero_grad(set_to_none=True)
@@ -153,11 +136,9 @@ def train_supervised(run_dim: Path, seconds: float, args: argparse.Namespace, ru
             steps += 1
             if time.perf_counter() - start >= seconds:
                 break
-    log(
-        f"supervised: {steps} steps ({steps * batch / len(x_all):.1f} epochs) "
-        f"in {seconds / 60:.1f} min"
-    )
-    save_encoder(encoder, out, {"data": data, "steps": steps})
+    epochs = steps * batch / len(images)
+    log(f"supervised: {steps} steps ({epochs:.1f} epochs) in {seconds / 60:.1f} min")
+    save_encoder(encoder, out, {"data": data, "steps": steps, "epochs": epochs})
     return out
 
 
@@ -171,8 +152,8 @@ def embed(run: Path, init: str, split: str, args: argparse.Namespace, cache: Pat
         if args.holdout:
             patches["holdout"] = args.holdout
         write_embedding(run, out, split=split, init=init, seed=args.seed, data_patches=patches)
-    with np.load(out) as z:
-        return {k: z[k] for k in z.files}
+    with np.load(out) as z:  # conv is (N, C, H, W): probes read it flattened
+        return {k: z[k] if k == "labels" else z[k].reshape(len(z[k]), -1) for k in z.files}
 
 
 def pixels(run: Path, split: str, args: argparse.Namespace) -> dict:
