@@ -31,6 +31,7 @@ from dim.diskio import WriteError, disk_error_in, write_failure, write_text
 from dim.errors import DimError
 from dim.methods import build_method
 from dim.methods.base import MethodModule
+from dim.precision import resolve_precision
 from dim.reliability import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -160,6 +161,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) 
     or precision, a device count it cannot give) are a one-line :class:`DimError` instead of its
     traceback (see also :func:`check_devices`)."""
     settings = _plain(cfg.trainer)
+    accelerator = str(settings.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    settings["precision"] = resolve_precision(str(settings.get("precision", "32-true")), on_cpu)
     try:
         return pl.Trainer(
             **settings,
@@ -178,7 +182,7 @@ def trainer_error(settings: dict[str, Any], err: BaseException) -> str:
     if "Precision" in text:
         return (
             f"trainer.precision={settings.get('precision')!r} is not a precision Lightning "
-            "knows; choose 32-true, bf16-mixed, 16-mixed or 64-true"
+            "knows; choose auto, 32-true, bf16-mixed, 16-mixed or 64-true"
         )
     if "strategy" in text:
         return (

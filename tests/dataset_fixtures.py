@@ -7,6 +7,7 @@ md5 lists for the duration of one test, so production code keeps torchvision's i
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import pickle
 import struct
@@ -147,6 +148,30 @@ def write_mnist(root: Path, n_train: int = 12, n_test: int = 6) -> Written:
         _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         _idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
     return Written(root)  # torchvision checks that the raw files exist (no md5 for them)
+
+
+def write_fashion_mnist(
+    root: Path, n_train: int = 40, n_test: int = 10, gz: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``FashionMNIST/raw``: the four IDX files, gzipped as the Debian package ships them (with
+    other md5 sums than torchvision's list) or unpacked.  Returns the train images and labels."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = _rng(5)
+    out = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10
+        out[prefix] = images, labels
+        for name, array in (
+            (f"{prefix}-images-idx3-ubyte", images),
+            (f"{prefix}-labels-idx1-ubyte", labels),
+        ):
+            _idx(raw / name, array)
+            if gz:
+                path = raw / name
+                path.with_name(name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
+    return out["train"]
 
 
 def write_celeba(root: Path, n: int = 9) -> Written:

@@ -2,9 +2,10 @@
 
 Every dataset yields ``(image, label)`` with ``label = -1`` when the data is unlabelled.  Sources:
 ``digits`` and ``synthetic`` here, torchvision's datasets in ``torchvision_sets.py`` (cifar10,
-cifar100, stl10, mnist, celeba), image folders in ``folders.py`` (folder, tiny_imagenet); the
-transforms in ``transforms.py``.  Nothing here imports Lightning, so the evaluation and embedding
-commands start quickly; the training DataModule is in ``images.py``.
+cifar100, stl10, mnist, fashion_mnist, celeba), image folders in ``folders.py`` (folder,
+tiny_imagenet); the transforms in ``transforms.py``; ``data.holdout`` in ``holdout.py``.
+Nothing here imports Lightning, so the evaluation and embedding commands start quickly; the
+training DataModule is in ``images.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.utils.data import TensorDataset
 
 from dim.data import folders, torchvision_sets  # noqa: F401 - they register their sources
 from dim.data.base import SOURCES, Source, Splits, missing_data_error, register
+from dim.data.holdout import carve_holdout
 from dim.data.transforms import image_transform, normalisation
 from dim.errors import DimError
 
@@ -85,4 +87,7 @@ def build_splits(cfg: dict[str, Any]) -> Splits:
     name = cfg.get("name")
     if name not in SOURCES:
         raise DimError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](cfg)
+    splits = SOURCES[name](cfg)
+    if cfg.get("holdout"):  # validation carved from train: the test split stays unseen
+        splits = carve_holdout(splits, int(cfg["holdout"]), int(cfg.get("holdout_seed") or 0))
+    return splits

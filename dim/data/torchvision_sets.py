@@ -1,4 +1,4 @@
-"""Datasets read by torchvision's own classes: CIFAR-10/100, STL-10, MNIST, CelebA.
+"""Datasets read by torchvision's own classes: CIFAR-10/100, STL-10, MNIST, Fashion-MNIST, CelebA.
 
 torchvision verifies its files (md5 checksums) and downloads them when ``data.download=true``; any
 failure (absent, corrupt, no network) becomes one :func:`missing_data_error` line that names the
@@ -16,8 +16,8 @@ from dim.data.transforms import split_transforms
 from dim.errors import DimError
 
 # Errors torchvision raises for absent / corrupt files (RuntimeError), failed downloads (URLError is
-# an OSError) and CelebA's optional downloader (gdown: ImportError).
-_LOAD_ERRORS = (RuntimeError, OSError, ImportError)
+# an OSError; a truncated .gz an EOFError) and CelebA's optional downloader (gdown: ImportError).
+_LOAD_ERRORS = (RuntimeError, OSError, EOFError, ImportError)
 
 
 def _open(
@@ -120,24 +120,22 @@ def stl10(cfg: dict[str, Any]) -> Splits:
     )
 
 
-@register("mnist")
-def mnist(cfg: dict[str, Any]) -> Splits:
-    """MNIST: 60k train / 10k test 28x28 greyscale digits, zero-padded to 32x32 by default."""
-    from torchvision import datasets
+DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 
+
+def _idx_splits(cfg: dict[str, Any], name: str, display: str, cls: Any, how: str) -> Splits:
+    """MNIST-format data (``<root>/<folder>/raw``, IDX files gzipped or not), padded to 32x32."""
     cfg = {"image_size": 32, "channels": 1, **cfg}
     root, download = data_root(cfg), bool(cfg.get("download", True))
-    cls = datasets.MNIST
-    raw = [Path(f).stem for f, _ in cls.resources]  # the uncompressed IDX files
-    layout = f"MNIST/raw/{{{','.join(raw)}}}"
-    how = f"download the four files of {cls.mirrors[0]} into {root}/MNIST/raw and gunzip them"
-    train_tf, eval_tf = split_transforms(cfg, "mnist")
+    stems = [Path(f).stem for f, _ in cls.resources]  # the IDX files, each also read as .gz
+    layout = f"{cls.folder}/raw/{{{','.join(stems)}}}[.gz]"
+    train_tf, eval_tf = split_transforms(cfg, name)
 
     def make():
         train = cls(str(root), train=True, download=download, transform=train_tf)
         return train, cls(str(root), train=False, download=download, transform=eval_tf)
 
-    train, val = _open("MNIST", root / "MNIST" / "raw", download, layout, how, make)
+    train, val = _open(display, root / cls.folder / "raw", download, layout, how, make)
     return Splits(
         train,
         val,
@@ -146,6 +144,32 @@ def mnist(cfg: dict[str, Any]) -> Splits:
         num_classes=10,
         eval_train=with_transform(train, eval_tf),
     )
+
+
+@register("mnist")
+def mnist(cfg: dict[str, Any]) -> Splits:
+    """MNIST: 60k train / 10k test 28x28 greyscale digits, zero-padded to 32x32 by default."""
+    from dim.data.idx import MNISTFiles
+
+    raw = data_root(cfg) / "MNIST" / "raw"
+    how = f"download the four files of {MNISTFiles.mirrors[0]} into {raw}"
+    return _idx_splits(cfg, "mnist", "MNIST", MNISTFiles, how)
+
+
+@register("fashion_mnist")
+def fashion_mnist(cfg: dict[str, Any]) -> Splits:
+    """Fashion-MNIST: 60k train / 10k test 28x28 greyscale product photos, 10 classes, padded to
+    32x32 like MNIST."""
+    from dim.data.idx import FashionMNISTFiles
+
+    raw = data_root(cfg) / "FashionMNIST" / "raw"
+    how = (
+        "offline: apt-get download dataset-fashion-mnist && dpkg-deb -x "
+        f"dataset-fashion-mnist_*.deb deb && mkdir -p {raw} && cp deb{DEBIAN_FASHION}/*.gz "
+        f"{raw} (or, where the package is installed, cp {DEBIAN_FASHION}/*.gz {raw}); online: "
+        f"data.download=true or the four files of {FashionMNISTFiles.mirrors[0]}"
+    )
+    return _idx_splits(cfg, "fashion_mnist", "Fashion-MNIST", FashionMNISTFiles, how)
 
 
 class AttributeLabel:

@@ -17,6 +17,7 @@ from dataset_fixtures import (
     write_celeba,
     write_cifar10,
     write_cifar100,
+    write_fashion_mnist,
     write_image_folder,
     write_mnist,
     write_stl10,
@@ -30,7 +31,16 @@ from dim.data.sources import SOURCES, build_splits
 from dim.errors import DimError
 from dim.nets.encoders import check_image_shape
 
-DATASETS = ["cifar10", "cifar100", "stl10", "tiny_imagenet", "celeba", "mnist", "folder"]
+DATASETS = [
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "tiny_imagenet",
+    "celeba",
+    "mnist",
+    "fashion_mnist",
+    "folder",
+]
 
 
 def data_cfg(name: str, **overrides) -> dict:
@@ -122,6 +132,47 @@ def test_mnist_is_padded_to_32(tmp_path, configs):
     assert up.splits.val[0][0].shape == (1, 32, 32)
     rgb = ImageDataModule({**configs["mnist"], "data_dir": str(tmp_path), "channels": 3})
     assert rgb.info["channels"] == 3 and rgb.splits.val[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_gzipped_or_unpacked_files(tmp_path, configs, gz):
+    images, labels = write_fashion_mnist(tmp_path, gz=gz)
+    dm = ImageDataModule({**configs["fashion_mnist"], "data_dir": str(tmp_path), "download": False})
+    assert len(dm.splits.train) == 40 and len(dm.splits.val) == 10
+    _check(dm, 1, 32, 10)
+    x, label = dm.splits.eval_train[3]
+    expected = (torch.tensor(images[3], dtype=torch.float32) / 255 - 0.2860) / 0.3530
+    assert torch.allclose(x[0, 2:30, 2:30], expected, atol=1e-5)  # the image inside a 2-px border
+    assert torch.allclose(x[0, :2], torch.full_like(x[0, :2], -0.2860 / 0.3530))
+    assert label == labels[3]
+    # gzipped files are read in place: nothing is unpacked into the (maybe read-only) data folder
+    assert sorted(p.suffix for p in (tmp_path / "FashionMNIST" / "raw").iterdir()) == (
+        [".gz"] * 4 if gz else [""] * 4
+    )
+
+
+def test_fashion_mnist_truncated_file_is_one_line(tmp_path, configs):
+    write_fashion_mnist(tmp_path, gz=False)
+    path = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DimError, match="Fashion-MNIST .*truncated"):
+        build_splits({**configs["fashion_mnist"], "data_dir": str(tmp_path), "download": False})
+
+
+def test_holdout_is_carved_from_train_and_never_reads_the_test_split(tmp_path, configs):
+    images, labels = write_fashion_mnist(tmp_path, n_train=40, n_test=10)
+    cfg = {**configs["fashion_mnist"], "data_dir": str(tmp_path), "download": False}
+    held = build_splits({**cfg, "holdout": 8})
+    assert len(held.train) == len(held.eval_train) == 32 and len(held.val) == 8
+    val_images = {bytes(np.asarray(held.val.data[i])) for i in range(8)}
+    train_images = {bytes(np.asarray(held.train.data[i])) for i in range(32)}
+    assert not val_images & train_images  # disjoint ...
+    assert val_images | train_images == {bytes(a.astype(np.uint8)) for a in images}  # ... and whole
+    assert held.val.transform is held.eval_train.transform  # validation: no augmentation
+    again = build_splits({**cfg, "holdout": 8})  # the same draw for training and evaluation
+    assert torch.equal(torch.as_tensor(again.val.targets), torch.as_tensor(held.val.targets))
+    with pytest.raises(DimError, match="data.holdout must lie in 1..39"):
+        build_splits({**cfg, "holdout": 40})
 
 
 def test_celeba_one_attribute_is_the_label(tmp_path, monkeypatch, configs):
@@ -231,6 +282,7 @@ def test_folder_unreadable_images_skip_with_a_count_or_fail(tmp_path, configs):
         ("tiny_imagenet", "tiny-imagenet-200/{wnids.txt"),
         ("celeba", "celeba/img_align_celeba/"),
         ("mnist", "MNIST/raw/{train-images-idx3-ubyte"),
+        ("fashion_mnist", "FashionMNIST/raw/{train-images-idx3-ubyte"),
     ],
 )
 def test_missing_data_is_one_line_naming_path_layout_and_source(tmp_path, configs, name, expected):
@@ -240,6 +292,8 @@ def test_missing_data_is_one_line_naming_path_layout_and_source(tmp_path, config
     msg = str(err.value)
     assert "\n" not in msg and "not found under" in msg and str(tmp_path / "empty") in msg
     assert expected in msg and "data.download=false" in msg and "data=digits" in msg
+    if name == "fashion_mnist":  # the offline way in: the Debian package's files
+        assert "apt-get download dataset-fashion-mnist" in msg and "dpkg-deb -x" in msg
 
 
 def test_failed_download_says_so(tmp_path, configs, monkeypatch):
