@@ -28,9 +28,12 @@ from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_enc
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
+from dim.hparams import run_hparams
 from dim.methods import build_method
 from dim.methods.base import MethodModule
+from dim.progress import progress_callback
 from dim.reliability import AtomicCheckpointIO, GracefulStop, StopRequest, training_done
+from dim.run_callbacks import HParamsRecord, TrainClock
 
 TB_DIR = "tensorboard"
 
@@ -70,7 +73,8 @@ def build_callbacks(
     )
     ckpt_dir = run_dir / "checkpoints"
     stop = GracefulStop(ckpt_dir, request or StopRequest())
-    callbacks: list[pl.Callback] = [checkpoint, stop]  # in this order: stop sees checkpoint's saves
+    # in this order: stop sees checkpoint's saves; the clock's seconds go into each checkpoint
+    callbacks: list[pl.Callback] = [checkpoint, stop, TrainClock()]
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
@@ -84,6 +88,10 @@ def build_callbacks(
     projector = cfg.callbacks.get("projector")
     if projector and projector.num_images and cfg.logger.name == "tensorboard":
         callbacks.append(EmbeddingProjector(projector.num_images))
+    if cfg.logger.name == "tensorboard":  # the run's hyperparameters for the HParams tab
+        callbacks.append(HParamsRecord(run_hparams(cfg)))
+    if cfg.trainer.get("enable_progress_bar", True):  # rich bar in a terminal, else plain lines
+        callbacks.append(progress_callback(_plain(cfg.callbacks.get("progress") or {})))
     return callbacks
 
 
@@ -279,6 +287,9 @@ def _train(
         summary = {
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,
+            "train_seconds": round(
+                next(c for c in callbacks if isinstance(c, TrainClock)).seconds, 1
+            ),
             "metrics": metrics,
             "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         }
