@@ -14,7 +14,10 @@ list of columns, so runs with other keys (AMDIM next to DIM, runs evaluated and 
 theirs.  Without it TensorBoard builds the columns from every run's hparams and scalars.
 
 A resumed run writes its start record again into the same ``tensorboard/`` dir (one TensorBoard
-run): it stays one entry, whose metrics are the last values, i.e. the resumed run's.
+run): it stays one entry, whose metrics are the last values, i.e. the resumed run's.  TensorBoard
+keeps the first start record of a run, so its hyperparameters are those the run was started
+with (a resume may change only keys such as ``trainer.max_epochs``; a run made before these
+records existed gets its first one from its first resume).
 """
 
 from __future__ import annotations

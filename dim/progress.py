@@ -137,7 +137,8 @@ class LineProgress(ProgressBar):
             for key in sorted(k for k in metrics if k.startswith(prefix)):
                 value = _number(metrics[key])
                 if value is not None:
-                    parts.append(f"{key.split('/', 1)[1]} {value}")
+                    name = key.removeprefix("train/")  # val/ stays: the same names exist in both
+                    parts.append(f"{name} {value}")
         return "  ".join(parts)
 
     @staticmethod

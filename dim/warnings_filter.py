@@ -7,14 +7,14 @@ installs none of them (to see everything while debugging).
 
 Filtered, and why they do not concern the user:
 
-- torch's ``isinstance(treespec, LeafSpec)`` FutureWarning: raised inside Lightning's own code
-  (its apply-to-collection helpers), not ours, on every run with torch >= 2.9;
+- torch's ``isinstance(treespec, LeafSpec)`` FutureWarning, raised in Lightning's own code
+  (``pytorch_lightning/utilities/_pytree.py``), not ours, on every run;
 - torch's DataLoader ``'pin_memory' argument is set as true but no accelerator is found``:
   Lightning's dataloaders pin memory when they might feed a GPU; on a CPU run it is a no-op;
-- Lightning's "Tip: ... try installing litlogger" advert, printed on every run;
-- Lightning's "does not have many workers" and "GPU available but not used" hints: our data
-  config picks ``num_workers`` on purpose (the digits and synthetic sets live in memory), and
-  ``trainer=cpu`` on a GPU machine is an explicit choice.
+- Lightning's "Tip: ... try installing litlogger" advert, printed on every run.
+
+Lightning's hints about the user's own settings (too few loader workers, a GPU left unused, a
+logging interval longer than the epoch) stay: they may concern the user.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ import warnings
 
 #: (message regex, category, module regex) of :func:`warnings.filterwarnings`
 WARNING_FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, ""),
-    (r"'pin_memory' argument is set as true but no accelerator is found", UserWarning, ""),
-    (r"The '\w+_dataloader' does not have many workers", UserWarning, r"(pytorch_)?lightning"),
-    (r"GPU available but not used", UserWarning, r"(pytorch_)?lightning"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"(pytorch_)?lightning"),
+    (
+        r"'pin_memory' argument is set as true but no accelerator",
+        UserWarning,
+        r"torch\.utils\.data",
+    ),
 )
 #: the start of the log records (Lightning's ``rank_zero_info``) that are dropped
 LOG_PREFIXES: tuple[str, ...] = ("💡 Tip: For seamless cloud logging",)
