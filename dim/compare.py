@@ -38,7 +38,7 @@ class Run:
     """One training run dir as ``dim-compare`` shows it."""
 
     path: Path
-    overrides: dict[str, str]
+    overrides: dict[str, Any]
     status: str
     steps: int | None
     train_seconds: float | None
@@ -79,12 +79,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def read_overrides(run: Path) -> dict[str, str]:
+def read_overrides(run: Path) -> dict[str, Any]:
     """Override key -> the value this run used (see the module docstring)."""
     given = _yaml(run / ".hydra" / "overrides.yaml") or []
     cfg = _yaml(run / ".hydra" / "config.yaml") or {}
     choices = _lookup(_yaml(run / ".hydra" / "hydra.yaml") or {}, "hydra.runtime.choices") or {}
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     for item in given:
         key, sep, value = str(item).partition("=")
         key = key.lstrip("+~")
@@ -94,7 +94,10 @@ def read_overrides(run: Path) -> dict[str, str]:
             out[key] = _text(choices[key])
         else:
             found = _lookup(cfg, key)
-            out[key] = _text(found) if found is not None or "." in key else value
+            if isinstance(found, bool | int | float | str):
+                out[key] = found  # numbers stay numbers in --json / --csv and for --sort
+            else:
+                out[key] = _text(found) if found is not None or "." in key else value
     return out
 
 

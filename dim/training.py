@@ -91,7 +91,8 @@ def build_callbacks(
     if cfg.logger.name == "tensorboard":  # the run's hyperparameters for the HParams tab
         callbacks.append(HParamsRecord(run_hparams(cfg)))
     if cfg.trainer.get("enable_progress_bar", True):  # rich bar in a terminal, else plain lines
-        callbacks.append(progress_callback(_plain(cfg.callbacks.get("progress") or {})))
+        progress = cfg.callbacks.get("progress")  # absent in the configs of older runs
+        callbacks.append(progress_callback(_plain(progress) if progress else None))
     return callbacks
 
 

@@ -16,18 +16,17 @@ import argparse
 import csv
 import glob
 import json
-import math
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dim.cli.common import EXIT_USER_ERROR
 from dim.errors import DimError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's usage block -> our one line
+    def error(self, message: str) -> NoReturn:  # argparse's usage block -> our one line
         print(f"error: {message} (see dim-compare --help)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
@@ -76,9 +75,7 @@ def _cell(key: str, value: Any) -> str:
     if key == "train_time" and isinstance(value, int | float):
         return str(timedelta(seconds=int(round(value))))
     if isinstance(value, float):
-        return (
-            "nan" if math.isnan(value) else f"{value:.4g}" if abs(value) >= 10 else f"{value:.3f}"
-        )
+        return f"{value:.4g}"
     return str(value)
 
 
@@ -102,7 +99,10 @@ def print_table(rows: list[dict], out: Any = None) -> None:
         table.add_column(key, justify="left" if key in ("run", "status") else "right")
     for row in rows:
         table.add_row(*(_cell(k, v) for k, v in row.items()))
-    Console(file=out or sys.stdout, width=max(200, 12 * len(rows[0]))).print(table)
+    stream = out or sys.stdout
+    # A terminal: rich fits the table to it; a file gets every column at full width.
+    width = None if stream.isatty() else max(200, 16 * len(rows[0]))
+    Console(file=stream, width=width).print(table)
 
 
 def compare(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 
@@ -164,3 +165,14 @@ def test_dim_compare_is_an_installed_console_script(sweep):
     assert proc.returncode == 0, proc.stderr
     assert "finished" in proc.stdout and "bound" in proc.stdout
     assert proc.stderr == ""
+
+
+def test_a_run_returns_its_sweep_metric_to_an_optimising_sweeper():
+    from omegaconf import OmegaConf
+
+    from dim.cli.train import sweep_value
+
+    cfg = OmegaConf.create({"sweep_metric": "val/knn/acc_y"})
+    assert sweep_value(cfg, {"val/knn/acc_y": 0.75, "val/probe/acc_y": 0.5}) == 0.75
+    assert math.isnan(sweep_value(cfg, {"val/knn/acc_y": None}))  # a failed trial for Optuna
+    assert sweep_value(OmegaConf.create({"sweep_metric": None}), {"x": 1.0}) is None
