@@ -101,8 +101,8 @@ def print_table(rows: list[dict], out: Any = None) -> None:
         table.add_row(*(_cell(k, v) for k, v in row.items()))
     stream = out or sys.stdout
     # A terminal: rich fits the table to it; a file gets every column at full width.
-    width = None if stream.isatty() else max(200, 16 * len(rows[0]))
-    Console(file=stream, width=width).print(table)
+    full = sum(3 + max(len(k), *(len(_cell(k, r[k])) for r in rows)) for k in rows[0]) + 1
+    Console(file=stream, width=None if stream.isatty() else full).print(table)
 
 
 def compare(argv: list[str]) -> int:
