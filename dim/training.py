@@ -29,9 +29,11 @@ from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.diskio import WriteError, disk_error_in, write_failure, write_text
 from dim.errors import DimError
+from dim.hparams import run_hparams
 from dim.methods import build_method
 from dim.methods.base import MethodModule
 from dim.precision import resolve_precision
+from dim.progress import progress_callback
 from dim.reliability import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -40,6 +42,7 @@ from dim.reliability import (
     resume_checkpoint,
     training_done,
 )
+from dim.run_callbacks import HParamsRecord, TrainClock
 from dim.rundir import check_writable_dir, held
 
 TB_DIR = "tensorboard"
@@ -80,8 +83,9 @@ def build_callbacks(
     )
     ckpt_dir = run_dir / "checkpoints"
     stop = GracefulStop(ckpt_dir, request or StopRequest())
-    # in this order: stop sees checkpoint's saves; the lock watch (rank 0 holds the lock) first
-    callbacks: list[pl.Callback] = [LockWatch(held(run_dir)), checkpoint, stop]
+    # in this order: the lock watch (rank 0 holds the lock) first; stop sees checkpoint's saves;
+    # the clock's seconds go into each checkpoint
+    callbacks: list[pl.Callback] = [LockWatch(held(run_dir)), checkpoint, stop, TrainClock()]
     if cfg.logger.name == "tensorboard":
         callbacks.append(
             TensorBoardVisuals(cfg.logger.histogram_every_n_steps, cfg.logger.image_grid)
@@ -95,6 +99,11 @@ def build_callbacks(
     projector = cfg.callbacks.get("projector")
     if projector and projector.num_images and cfg.logger.name == "tensorboard":
         callbacks.append(EmbeddingProjector(projector.num_images))
+    if cfg.logger.name == "tensorboard":  # the run's hyperparameters for the HParams tab
+        callbacks.append(HParamsRecord(run_hparams(cfg)))
+    if cfg.trainer.get("enable_progress_bar", True):  # rich bar in a terminal, else plain lines
+        progress = cfg.callbacks.get("progress")  # absent in the configs of older runs
+        callbacks.append(progress_callback(_plain(progress) if progress else None))
     return callbacks
 
 
@@ -312,6 +321,9 @@ def _train(
         summary = {
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,
+            "train_seconds": round(
+                next(c for c in callbacks if isinstance(c, TrainClock)).seconds, 1
+            ),
             "metrics": metrics,
             "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         }

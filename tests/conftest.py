@@ -32,7 +32,7 @@ TINY = [
 # The console scripts of pyproject.toml: name -> module whose ``main`` it calls.
 SCRIPTS = {
     name: f"dim.cli.{name[4:]}"
-    for name in ("dim-train", "dim-eval", "dim-embed", "dim-export", "dim-mine")
+    for name in ("dim-train", "dim-eval", "dim-embed", "dim-export", "dim-mine", "dim-compare")
 }
 
 

@@ -160,6 +160,9 @@ def launch(
     """
     from hydra.errors import HydraException
 
+    from dim.warnings_filter import quiet_third_party
+
+    quiet_third_party()  # library noise that says nothing to the user (dim/warnings_filter.py)
     argv = sys.argv[1:]
     try:
         argv = prepare_argv(argv) if prepare_argv else argv

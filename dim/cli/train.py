@@ -102,7 +102,7 @@ def resumed_config(run: Path, overrides: list[str]) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="train")
 @user_errors
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -127,7 +127,18 @@ def _task(cfg: DictConfig) -> None:
         # Replace Hydra's copy with the *resolved* config: the run is reproducible from it alone.
         resolved = OmegaConf.to_container(cfg, resolve=True)
         write_text(run / subdir / "config.yaml", OmegaConf.to_yaml(resolved))
-    train(cfg, run, ckpt)
+    metrics = train(cfg, run, ckpt)
+    return sweep_value(cfg, metrics)
+
+
+def sweep_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """The final metric ``sweep_metric`` names: what a sweeper that optimises (Optuna) reads as
+    the job's result; NaN when the run has no such metric (Optuna records the trial as failed)."""
+    key = cfg.get("sweep_metric")
+    if not key:
+        return None
+    value = metrics.get(key)
+    return float("nan") if value is None else float(value)
 
 
 def main() -> None:

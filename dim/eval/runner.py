@@ -20,6 +20,7 @@ from dim.eval.features import TAPS, resolve_device
 from dim.eval.registry import NEEDS_LABELS, PROTOCOLS, protocol, with_defaults
 from dim.eval.report import ProtocolResult, log_tensorboard, markdown_table, to_json, write_json
 from dim.eval.source import build_eval_splits, data_config, load_source
+from dim.hparams import record_eval, training_run_of
 
 
 def check_taps(taps: list[str]) -> tuple[str, ...]:
@@ -114,8 +115,15 @@ def evaluate(
         log_tensorboard(writer, results, table)
     finally:
         writer.close()
+    trained_run = (
+        training_run_of(Path(str(settings.get("run")))) if source.init == "trained" else None
+    )
+    if trained_run is not None:  # the run's HParams entry and dim-compare show these results
+        record_eval(trained_run, doc, out_dir)
     print(f"\n{caption}\n\n{table}")
     print(f"eval.json:   {out_dir / 'eval.json'}")
     print(f"markdown:    {out_dir / 'eval.md'}")
     print(f"tensorboard: tensorboard --logdir {out_dir / 'tensorboard'}", flush=True)
+    if trained_run is not None:
+        print(f"recorded in: {trained_run} (dim-compare, TensorBoard HParams)", flush=True)
     return doc

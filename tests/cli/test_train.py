@@ -1,13 +1,16 @@
 """dim-train through the real console script: outputs, TensorBoard, resume, bad input."""
 
 import json
+import re
 
 import pytest
 import torch
 from conftest import TINY, run_cli
+from hparams_helpers import hparams_sessions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim
+from dim.warnings_filter import is_filtered
 
 
 def _scalars(tb_dir, tag):
@@ -77,9 +80,22 @@ def test_resume_continues_same_run_dir_and_tensorboard(tmp_path):
     run = tmp_path / "r"
     assert run_cli("dim-train", *TINY, f"hydra.run.dir={run}").returncode == 0
     original_cfg = (run / ".hydra/config.yaml").read_text()
+    first = json.loads((run / "metrics.json").read_text())
     proc = run_cli("dim-train", f"resume={run}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == 8
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["global_step"] == 8
+    assert final["train_seconds"] > first["train_seconds"] > 0  # summed over both sessions
+    # TensorBoard's HParams tab: still one entry, with the final metrics
+    sessions = hparams_sessions(run)
+    assert (
+        list(sessions) == ["tensorboard"] and sessions["tensorboard"]["status"] == "STATUS_SUCCESS"
+    )
+    # TensorBoard keeps the first record of a run: its settings as started (a resume may only
+    # change keys such as the end); the metrics are the latest
+    assert sessions["tensorboard"]["hparams"]["trainer.max_epochs"] == 1
+    for tag in ("val/probe/acc_y", "val/knn/acc_y", "val/mi/local"):
+        assert sessions["tensorboard"]["metrics"][tag] == pytest.approx(final["metrics"][tag])
     assert (run / ".hydra/config.yaml").read_text() == original_cfg
     steps = _scalars(run / "tensorboard", "train/loss/local")
     assert len(steps) == len(set(steps)) == 8 and max(steps) == 7  # continues, no duplicates
@@ -157,7 +173,9 @@ def test_existing_run_dir_is_not_overwritten(tiny_run):
     assert (run / "metrics.json").read_text() == before
 
 
-def test_quickstart_runs_on_real_digits(tmp_path):
+def test_quickstart_runs_on_real_digits_quietly(tmp_path):
+    """The real console script, its output going to files as under nohup or SLURM: plain
+    progress lines, and nothing on stderr (no third-party warnings, see dim/warnings_filter.py)."""
     run = tmp_path / "qs"
     proc = run_cli(
         "dim-train",
@@ -165,10 +183,18 @@ def test_quickstart_runs_on_real_digits(tmp_path):
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=2",
         "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=2",
         f"hydra.run.dir={run}",
+        real=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == ""  # in particular none of the messages dim.warnings_filter silences
+    assert not [line for line in proc.stdout.splitlines() if is_filtered(line)], proc.stdout
     assert "online probe accuracy (   y)" in proc.stdout
+    assert re.search(
+        r"^epoch 1/1 done  step 3/3 \(100%\)  \d+ img/s  ETA 0:00:00  loss/", proc.stdout, re.M
+    )
+    assert "v_num" not in proc.stdout
     cfg = (run / ".hydra/config.yaml").read_text()
     assert "name: digits" in cfg and "encoder: basic32" in cfg and "name: infonce" in cfg
 

@@ -1,0 +1,70 @@
+"""What each training run records for the tools that compare runs (``dim-compare``, TensorBoard's
+HParams tab): its hyperparameters (:class:`HParamsRecord`) and its training time
+(:class:`TrainClock`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from dim.hparams import Scalar, session_records
+
+
+def _writer(trainer: pl.Trainer) -> Any:
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class HParamsRecord(pl.Callback):
+    """The hparams plugin's session start record at the start of training, its end record
+    (success) at the end: rank zero, into the run's TensorBoard dir (see :mod:`dim.hparams`)."""
+
+    def __init__(self, hparams: dict[str, Scalar]) -> None:
+        self.start, self.end = session_records(hparams)
+
+    def _write(self, trainer: pl.Trainer, record: Any) -> None:
+        writer = _writer(trainer)
+        if writer is not None:
+            writer.file_writer.add_summary(record, trainer.global_step)
+            writer.flush()
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, self.start)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, self.end)
+
+
+class TrainClock(pl.Callback):
+    """Seconds spent training, summed over a run's resumes: saved in each checkpoint (callback
+    state), so an interrupted run's time is known too (``dim-compare`` reads it; a finished
+    run's is ``train_seconds`` in metrics.json)."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of the earlier sessions of this run (from the checkpoint)
+        self._start: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        running = time.monotonic() - self._start if self._start is not None else 0.0
+        return self.before + running
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.before, self._start = self.seconds, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("seconds", 0.0))
