@@ -3,7 +3,7 @@ steps; no probes) on tensors already in memory and (b) the full ``dim-train`` pi
 data loading, probes, logging, checks, checkpointing) on the same config.  Compare the pipeline
 with probes off with ``--set model.probe=false``.
 
-    python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed \
+    python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed auto \
         --compile 0 1 --device-data 0 1 --out bench.json --set model.mi_units=2048
 
 Prints a table and writes JSON: images/second for (a) and (b), the ratio (b)/(a) (target >= 0.9),
@@ -33,6 +33,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dim.methods.dim import DIMModule
+from dim.precision import resolve_precision
 from dim.training import train
 
 
@@ -79,7 +80,8 @@ def bare_step(
     b, s = c["data"]["batch_size"], info["image_size"]
     x = torch.randn(b, info["channels"], s, s, device=device)
     y = torch.randint(0, 10, (b,), device=device)
-    dtype = torch.bfloat16 if "bf16" in str(c["trainer"]["precision"]) else None
+    precision = resolve_precision(str(c["trainer"]["precision"]), device.type == "cpu")
+    dtype = torch.bfloat16 if "bf16" in precision else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
