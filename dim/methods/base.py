@@ -190,11 +190,14 @@ class MethodModule(pl.LightningModule):
         self.check_nonfinite()  # before anything is written: never a checkpoint after a NaN
         checkpoint["rng_states"] = collect_rng_states()  # exact resume: data order, prior samples
         checkpoint["skipped_steps"] = self.skipped_steps
+        # the probes' logging window in progress, so a resumed run logs the same accuracies
+        checkpoint["probe_window"] = {k: v.cpu() for k, v in self._probe_window.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self._probe_window = dict(checkpoint.get("probe_window", {}))  # moved on the next step
 
     # ---- training -----------------------------------------------------------------------------
     def _optimizers(self) -> list[Any]:
@@ -335,6 +338,8 @@ class MethodModule(pl.LightningModule):
         step["probe_labelled"] = out["probe_labelled"].detach()
         for key, value in step.items():
             if key in self._probe_window:
+                if self._probe_window[key].device != value.device:  # restored from a checkpoint
+                    self._probe_window[key] = self._probe_window[key].to(value.device)
                 self._probe_window[key].add_(value)
             else:
                 self._probe_window[key] = value.clone().float()
@@ -363,6 +368,6 @@ class MethodModule(pl.LightningModule):
         # Fused Adam with tensor learning rates, capturable on CUDA (dim.methods.optimizers);
         # Lightning has moved the module to its device here.
         optimizers = [build_adam(params, betas=betas, **options) for _, params, options in groups]
-        prepare_warm_up(optimizers[0], self._warmup_steps)
+        prepare_warm_up(optimizers[0], self._warmup_steps, groups[0][2]["lr"])
         max_epochs = (self.trainer.max_epochs or 1) if self._trainer else 1
         return optimizers, build_schedulers(optimizers[0], o, max_epochs)

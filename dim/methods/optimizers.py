@@ -31,7 +31,9 @@ FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
 def _device(params: list[nn.Parameter]) -> torch.device:
     devices = {p.device for p in params}
     if len(devices) != 1:
-        raise DimError(f"an optimiser's parameters must share one device; got {sorted(devices)}")
+        raise DimError(
+            f"an optimiser's parameters must share one device; got {sorted(map(str, devices))}"
+        )
     return devices.pop()
 
 
@@ -91,14 +93,13 @@ def set_learning_rate(group: dict[str, Any], value: float) -> None:
         group["lr"] = value
 
 
-def prepare_warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int) -> None:
-    """Record each group's configured rate as the float ``warmup_lr`` (saved with the optimiser's
-    state) that :func:`warm_up` scales: read once here, not from the rate tensor in a step."""
+def prepare_warm_up(optimizer: torch.optim.Optimizer, warmup_steps: int, lr: float) -> None:
+    """Record the configured rate ``lr`` as the float ``warmup_lr`` of each group (saved with the
+    optimiser's state) that :func:`warm_up` scales, so a step never reads the rate tensor."""
     if warmup_steps <= 0:
         return
     for group in optimizer.param_groups:
-        lr = group["lr"]
-        group.setdefault("warmup_lr", float(lr.item() if isinstance(lr, torch.Tensor) else lr))
+        group.setdefault("warmup_lr", float(lr))
 
 
 def warm_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
