@@ -265,7 +265,16 @@ class MethodModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the encoder's gradients here: after fp16 unscaling, right before its step."""
         clip = self.optim_cfg.get("grad_clip")
-        if clip and optimizer is self.trainer.optimizers[0]:
+        if not clip or optimizer is not self.trainer.optimizers[0]:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # fp16 with a fused Adam, which unscales inside its step: Lightning refuses to clip
+            # it, so unscale here (the scaler's step then leaves the gradients alone) and clip
+            scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        else:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_validation_epoch_start(self) -> None:
