@@ -33,7 +33,8 @@ READS = {
     "aten._unique2",
     "aten.unique_consecutive",
     "aten.bincount",  # output size = max(values) + 1
-    "aten._assert_async_msg",  # fine on a GPU, but a captured step must not hold it either
+    "aten._assert_async",  # no wait on a GPU, but a captured step must not hold it either
+    "aten._assert_async_msg",
 }
 
 
