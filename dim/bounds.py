@@ -21,8 +21,10 @@ Formulas (J = joint pairs, M = marginal pairs, sp = softplus):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -39,15 +41,34 @@ class BoundOutput:
     mi: Tensor
 
 
+_TRUSTED = contextvars.ContextVar("trusted_masks", default=False)
+
+
+@contextlib.contextmanager
+def trusted_masks() -> Iterator[None]:
+    """Within this block the bounds skip the tests of their masks' values: the training step's
+    masks come from the objectives, which never leave a side empty, and a test of values reads
+    them back to the host (a device sync; no read at all is allowed in a captured step)."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _values_checked(mask: Tensor) -> bool:
+    # Checked where it is free: on an accelerator this test would wait for the device on every
+    # call; the masks built there come from the objectives, which never leave a side empty.
+    return mask.device.type == "cpu" and not _TRUSTED.get()
+
+
 def _check(scores: Tensor, pos_mask: Tensor) -> tuple[Tensor, Tensor]:
     if scores.shape != pos_mask.shape:
         raise ValueError(
             f"scores {tuple(scores.shape)} and pos_mask {tuple(pos_mask.shape)} differ"
         )
     pos_mask = pos_mask.bool()
-    # Checked where it is free: on an accelerator this test would wait for the device on every
-    # call; the masks built there come from the objectives, which never leave a side empty.
-    if pos_mask.device.type == "cpu" and (not pos_mask.any() or pos_mask.all()):
+    if _values_checked(pos_mask) and (not pos_mask.any() or pos_mask.all()):
         raise ValueError("a bound needs at least one positive and one negative pair")
     return scores, pos_mask
 
@@ -101,7 +122,7 @@ def infonce_bound(scores: Tensor, pos_mask: Tensor) -> BoundOutput:
     """
     scores, pos_mask = _check(scores, pos_mask)
     n_neg = (~pos_mask).sum(-1, keepdim=True)
-    if pos_mask.device.type == "cpu" and (n_neg[pos_mask.any(-1, keepdim=True)] == 0).any():
+    if _values_checked(pos_mask) and (n_neg[pos_mask.any(-1, keepdim=True)] == 0).any():
         raise ValueError("InfoNCE: every row that holds a positive needs at least one negative")
     neg_lse = torch.logsumexp(scores.masked_fill(pos_mask, float("-inf")), dim=-1, keepdim=True)
     log_prob = scores - torch.logaddexp(scores, neg_lse)  # log softmax of each positive
@@ -148,16 +169,13 @@ class MineBound(nn.Module):
         if self.training:
             with torch.no_grad():
                 new = batch_lme.detach().to(self.log_ema.dtype)
-                if not bool(self.initialized):
-                    self.log_ema.copy_(new)
-                    self.initialized.fill_(True)
-                else:  # log(m * ema + (1 - m) * batch), in log space
-                    self.log_ema.copy_(
-                        torch.logaddexp(
-                            self.log_ema + math.log(self.momentum),
-                            new + math.log1p(-self.momentum),
-                        )
-                    )
+                # log(m * ema + (1 - m) * batch), in log space; the batch itself the first time
+                # (chosen on the device: testing the flag on the host would read it back)
+                moved = torch.logaddexp(
+                    self.log_ema + math.log(self.momentum), new + math.log1p(-self.momentum)
+                )
+                self.log_ema.copy_(torch.where(self.initialized, moved, new))
+                self.initialized.fill_(True)
         # exp(lme - log_ema) has gradient (E_B[e^T] / ema) * grad(lme) = grad(E_B[e^T]) / ema.
         surrogate = torch.exp(batch_lme - self.log_ema.detach().to(batch_lme.dtype))
         loss = -(joint - surrogate)

@@ -61,6 +61,11 @@ class TensorBoardVisuals(pl.Callback):
             if y is None:
                 return
             y = y.float().cpu()
+            # NaN rows of a step before the non-finite check stops the run (it runs every
+            # log_every_n_steps steps): not drawable, and that check names them
+            y = y[torch.isfinite(y).all(1)]
+            if len(y) == 0:
+                return
             writer.add_histogram("representation/y", y, step)
             writer.add_histogram("representation/sigmoid_y", torch.sigmoid(y), step)
             writer.add_histogram(

@@ -9,10 +9,15 @@ base does the rest, identically for every method:
   optimiser; the first optimiser (encoder + critics) is the one Lightning counts as
   ``global_step``;
 - the non-finite policy: a NaN/inf loss or gradient stops the run naming the term (the last good
-  checkpoint is kept) or, with ``optim.on_nonfinite=skip``, skips the step and counts it;
+  checkpoint is kept; the step records it on the device and the host reads the record every
+  ``trainer.log_every_n_steps`` steps and before each checkpoint, :mod:`dim.methods.nonfinite`)
+  or, with ``optim.on_nonfinite=skip``, skips the step and counts it (a host read per step);
+- no host read inside a training step otherwise either (``tests/methods/test_host_sync.py``):
+  logged values are read by Lightning when it writes them, after the step;
 - fp16 scaler plumbing: one ``GradScaler.update()`` per step, gradient clipping after unscaling;
-- online linear probes on detached features (``val/probe/acc_*``), logging, the LR schedule,
-  RNG states in checkpoints (exact resume), DDP-consistent validation.
+- online linear probes on detached features (``val/probe/acc_*``), logging, the LR schedule and
+  warm-up (tensor learning rates, :mod:`dim.methods.optimizers`), RNG states in checkpoints
+  (exact resume), DDP-consistent validation.
 """
 
 from __future__ import annotations
@@ -23,9 +28,17 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import Bound, get_bound
+from dim.bounds import Bound, get_bound, trusted_masks
 from dim.distributed import broadcast_buffers
 from dim.errors import DimError
+from dim.methods.nonfinite import NonFiniteLossError, NonFiniteWatch
+from dim.methods.optimizers import (
+    build_adam,
+    build_schedulers,
+    prepare_warm_up,
+    tensor_learning_rates,
+    warm_up,
+)
 from dim.nets.encoders import Encoder
 from dim.nets.probes import OnlineProbes, feature_dims
 from dim.reliability import collect_rng_states, set_rng_states
@@ -44,8 +57,7 @@ def _no_closure() -> None:
     return None
 
 
-class NonFiniteLossError(DimError):
-    """A loss term became NaN/inf; the run stops and keeps its last good checkpoint."""
+__all__ = ["MethodModule", "NonFiniteLossError", "make_bound"]
 
 
 class MethodModule(pl.LightningModule):
@@ -72,6 +84,9 @@ class MethodModule(pl.LightningModule):
         self.probes: OnlineProbes | None = None
         self.skipped_steps = 0
         self.optimizer_names: list[str] = []
+        self.nonfinite = NonFiniteWatch()
+        self._check_due = False  # read the non-finite record after this step
+        self._probe_window: dict[str, Tensor] = {}  # probe hits / labelled since the last log
 
     def add_probes(self, model: dict[str, Any], data: dict[str, Any]) -> None:
         """Online linear probes on conv / fc / y when the data is labelled (``model.probe``)."""
@@ -108,16 +123,23 @@ class MethodModule(pl.LightningModule):
         """Probe loss and accuracies (unlabelled samples masked); {} without probes."""
         if self.probes is None or labels is None:
             return {}
-        probe_loss, acc = self.probes.loss_and_accuracy(feats, labels)
-        return {"probe_loss": probe_loss, **{f"probe_acc_{k}": v for k, v in acc.items()}}
+        probe_loss, acc, hits, labelled = self.probes.loss_and_accuracy(feats, labels)
+        return {
+            "probe_loss": probe_loss,
+            **{f"probe_acc_{k}": v for k, v in acc.items()},
+            **{f"probe_hits_{k}": v for k, v in hits.items()},
+            "probe_labelled": labelled,
+        }
 
     # ---- non-finite policy --------------------------------------------------------------------
-    def _nonfinite(self, out: dict[str, Tensor], gradients: bool) -> str | None:
-        """Name of the first loss term (or "gradients") that is NaN/inf, agreed by all processes.
+    def _nonfinite_checks(
+        self, out: dict[str, Tensor], gradients: bool
+    ) -> tuple[list[str], Tensor | None]:
+        """The loss terms' names (then "gradients") and their values in one tensor.
 
-        Called after the backward pass: one device sync per step covers every loss term and,
-        with ``gradients``, the total gradient norm (inf/NaN when any gradient is; a norm that
-        overflows fp32, i.e. gradients beyond ~1e19, counts as non-finite too).
+        Every loss term and, with ``gradients``, the total gradient norm (inf/NaN when any
+        gradient is; a norm that overflows fp32, i.e. gradients beyond ~1e19, counts as
+        non-finite too).  Tensor ops only.
         """
         terms = sorted((k for k in out if k.endswith("_loss")), key=lambda k: k == "encoder_loss")
         checks = [out[k].detach().float().reshape(()) for k in terms]
@@ -125,38 +147,57 @@ class MethodModule(pl.LightningModule):
             grads = [p.grad for p in self.parameters() if p.grad is not None]
             if grads:
                 checks.append(torch.nn.utils.get_total_norm(grads, foreach=True).float())
+                terms.append("gradients")
+        return terms, (torch.stack(checks) if checks else None)
+
+    def _nonfinite_now(self, terms: list[str], checks: Tensor | None) -> str | None:
+        """Policy ``skip``: the first non-finite term of this step, agreed by all processes; the
+        host has to read it to decide whether to step (one device sync per step)."""
         bad = None
-        if checks:
-            finite = torch.isfinite(torch.stack(checks))
+        if checks is not None:
+            finite = torch.isfinite(checks)
             if not bool(finite.all()):
-                first = int((~finite).nonzero()[0, 0])
-                bad = terms[first] if first < len(terms) else "gradients"
+                bad = terms[int((~finite).nonzero()[0, 0])]
         if self.trainer.world_size > 1:
             if self.trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
                 bad = bad or "another process's term"
         return bad
 
-    def _handle_nonfinite(self, term: str, out: dict[str, Tensor]) -> None:
-        """Skip the step (policy ``skip``) or stop the run, keeping the last good checkpoint."""
-        name = term.removesuffix("_loss")
-        value = out[term].item() if term in out else "non-finite"
-        if self.optim_cfg.get("on_nonfinite", "stop") == "skip":
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+    def check_nonfinite(self) -> None:
+        """Read the device's non-finite record (policy ``stop``) and stop the run if it holds a
+        step: a :class:`NonFiniteLossError` naming the term, its value and the step.  Called
+        every ``trainer.log_every_n_steps`` steps, at each epoch's end, before every checkpoint is
+        written and at the end of training, so the last checkpoint is always a good one; the run
+        stops at most ``log_every_n_steps - 1`` steps after the NaN."""
+        found = self.nonfinite.first()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            if self.trainer.strategy.reduce_boolean_decision(found is not None, all=False):
+                found = found or (self.global_step, "another process's term", float("nan"))
+        if found is None:
             return
+        step, term, value = found
         raise NonFiniteLossError(
-            f"'{name}' became {value} at step {self.global_step}; the last good checkpoint is "
-            "kept. Try bound=jsd, model.tclip=20, a lower optim.lr, or optim.on_nonfinite=skip"
+            f"'{term.removesuffix('_loss')}' became {value} at step {step} (found at step "
+            f"{self.global_step}); the last good checkpoint is kept. Try bound=jsd, "
+            "model.tclip=20, a lower optim.lr, or optim.on_nonfinite=skip"
         )
 
+    def _skip_step(self) -> None:
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_nonfinite()  # before anything is written: never a checkpoint after a NaN
         checkpoint["rng_states"] = collect_rng_states()  # exact resume: data order, prior samples
         checkpoint["skipped_steps"] = self.skipped_steps
+        # the probes' logging window in progress, so a resumed run logs the same accuracies
+        checkpoint["probe_window"] = {k: v.cpu() for k, v in self._probe_window.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
             set_rng_states(checkpoint["rng_states"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self._probe_window = dict(checkpoint.get("probe_window", {}))  # moved on the next step
 
     # ---- training -----------------------------------------------------------------------------
     def _optimizers(self) -> list[Any]:
@@ -164,8 +205,11 @@ class MethodModule(pl.LightningModule):
         return optimizers if isinstance(optimizers, list) else [optimizers]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        """One step with no host read in it (docs/gpu.md): forward, one backward, every
+        optimiser's step; policy ``skip`` is the exception (it reads one flag)."""
         x, labels = batch
-        out = self.compute_losses(x, labels)
+        with trusted_masks():  # the objectives' masks: no value checks, which would read back
+            out = self.compute_losses(x, labels)
         optimizers = self._optimizers()
         total = out["encoder_loss"]
         for key in self.other_losses:  # the other players' losses (disjoint parameters)
@@ -177,32 +221,41 @@ class MethodModule(pl.LightningModule):
         # fp16: the GradScaler skips steps whose (scaled) gradients overflow and lowers the scale;
         # overflowing is how it finds the scale, not an error.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        bad = self._nonfinite(out, gradients=scaler is None)
-        if bad is not None:
-            self._handle_nonfinite(bad, out)
-            return None
+        terms, checks = self._nonfinite_checks(out, gradients=scaler is None)
+        if self.optim_cfg.get("on_nonfinite", "stop") == "skip":
+            if self._nonfinite_now(terms, checks) is not None:
+                self._skip_step()
+                return None
+        elif checks is not None:
+            self.nonfinite.record(terms, checks, self.global_step)
         for opt in optimizers[1:]:  # the other players and probes: not counted as global_step
             if scaler is not None:  # one scaler.update() per step: the encoder's step below
                 scaler.step(opt.optimizer)
             else:
                 self.trainer.strategy.optimizer_step(opt.optimizer, closure=_no_closure)
-        self._warm_up(optimizers[0].optimizer)
+        # linear warm-up of the encoder's rate (AMDIM: 500 updates), written into its tensor
+        warm_up(optimizers[0].optimizer, self.global_step, self._warmup_steps)
         optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
-        if self._logged_step(batch_idx):
+        self._accumulate_probe_hits(out)
+        self._check_due = self._logged_step(batch_idx)
+        if self._check_due:
             self._log_step(out, "train")
         return total.detach()
 
-    def _warm_up(self, optimizer: torch.optim.Optimizer) -> None:
-        """Linear learning-rate warm-up of the encoder's optimiser over the first
-        ``optim.warmup_steps`` updates (AMDIM: 500): update k uses ``lr * k / warmup_steps``.
-        Derived from ``global_step`` alone, so a resumed run continues it exactly; an epoch
-        schedule (``optim.scheduler``) should not have a milestone inside the warm-up."""
-        steps = int(self.optim_cfg.get("warmup_steps") or 0)
-        if steps <= 0 or self.global_step >= steps:
-            return
-        for group in optimizer.param_groups:
-            group.setdefault("warmup_lr", group["lr"])  # saved with the optimiser's state
-            group["lr"] = group["warmup_lr"] * (self.global_step + 1) / steps
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._check_due:  # after the step, with Lightning's own read of the logged values
+            self.check_nonfinite()
+
+    def on_train_end(self) -> None:
+        self.check_nonfinite()  # before encoder.pt is exported
+
+    def on_train_start(self) -> None:
+        for optimizer in self.trainer.optimizers:  # a resumed optimiser's rate: a tensor again
+            tensor_learning_rates(optimizer)
+
+    @property
+    def _warmup_steps(self) -> int:
+        return int(self.optim_cfg.get("warmup_steps") or 0)
 
     @property
     def other_losses(self) -> tuple[str, ...]:
@@ -212,7 +265,16 @@ class MethodModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the encoder's gradients here: after fp16 unscaling, right before its step."""
         clip = self.optim_cfg.get("grad_clip")
-        if clip and optimizer is self.trainer.optimizers[0]:
+        if not clip or optimizer is not self.trainer.optimizers[0]:
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # fp16 with a fused Adam, which unscales inside its step: Lightning refuses to clip
+            # it, so unscale here (the scaler's step then leaves the gradients alone) and clip
+            scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        else:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_validation_epoch_start(self) -> None:
@@ -252,13 +314,17 @@ class MethodModule(pl.LightningModule):
             **self.METRICS,
             **{f"probe_acc_{t}": f"probe/acc_{t}" for t in ("conv", "fc", "y")},
         }
-        if "probe_acc_y" in out and bool(torch.isnan(out["probe_acc_y"])):  # no labels here
+        if on_step:  # the probes' accuracy over the labelled images since the last log
+            out = {k: v for k, v in out.items() if not k.startswith("probe_acc_")}
+            out.update(self._probe_window_accuracy())
+        elif "probe_acc_y" in out and bool(torch.isnan(out["probe_acc_y"])):  # no labels here
             out = {k: v for k, v in out.items() if not k.startswith("probe_acc_")}
         metrics = {f"{stage}/{names[k]}": v.detach() for k, v in out.items() if k in names}
         metrics.update({f"{stage}/{k}": v for k, v in self.extra_metrics(out).items()})
         if on_step:
             for name, opt in zip(self.optimizer_names, self._optimizers(), strict=True):
-                metrics[f"lr/{name}"] = torch.tensor(opt.param_groups[0]["lr"])
+                lr = opt.param_groups[0]["lr"]
+                metrics[f"lr/{name}"] = lr.detach().clone() if torch.is_tensor(lr) else lr
         prog = {f"{stage}/{k}" for k in self.PROGRESS}
         for key, value in metrics.items():
             self.log(
@@ -270,6 +336,29 @@ class MethodModule(pl.LightningModule):
                 sync_dist=not on_step,
                 batch_size=1,
             )
+
+    def _accumulate_probe_hits(self, out: dict[str, Tensor]) -> None:
+        """Add this step's probe hits and labelled count to the window since the last log (on
+        the device).  Logged per window, a batch without labels needs no host test: only a
+        window without any labelled image gives no accuracy (NaN, not logged as a number)."""
+        if "probe_labelled" not in out:
+            return
+        step = {k: v.detach() for k, v in out.items() if k.startswith("probe_hits_")}
+        step["probe_labelled"] = out["probe_labelled"].detach()
+        for key, value in step.items():
+            if key in self._probe_window:
+                if self._probe_window[key].device != value.device:  # restored from a checkpoint
+                    self._probe_window[key] = self._probe_window[key].to(value.device)
+                self._probe_window[key].add_(value)
+            else:
+                self._probe_window[key] = value.clone().float()
+
+    def _probe_window_accuracy(self) -> dict[str, Tensor]:
+        window, self._probe_window = self._probe_window, {}
+        if "probe_labelled" not in window:
+            return {}
+        n = window.pop("probe_labelled")
+        return {k.replace("hits", "acc"): v / n for k, v in window.items()}
 
     def extra_metrics(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
         """Metrics derived from the losses (logged under the stage prefix)."""
@@ -285,27 +374,9 @@ class MethodModule(pl.LightningModule):
                 ("probe", list(self.probes.parameters()), {"lr": o.get("probe_lr", 1e-3)})
             )
         self.optimizer_names = [name for name, _, _ in groups]
-        # On CUDA one fused kernel updates all of an optimiser's parameters (the multi-tensor
-        # default launches several per step); Lightning has moved the module to its device here.
-        optimizers = [
-            torch.optim.Adam(
-                params, betas=betas, fused=bool(params) and all(p.is_cuda for p in params),
-                **options,
-            )
-            for _, params, options in groups
-        ]  # fmt: skip
-        schedulers = []
-        kind = o.get("scheduler", "none")
-        if kind == "cosine":
-            t_max = max(1, self.trainer.max_epochs or 1) if self._trainer else 1
-            schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[0], t_max))
-        elif kind == "step":
-            milestones = list(o.get("milestones", [50, 100]))
-            schedulers.append(
-                torch.optim.lr_scheduler.MultiStepLR(
-                    optimizers[0], milestones, o.get("lr_decay", 0.1)
-                )
-            )
-        elif kind != "none":
-            raise DimError(f"optim.scheduler must be none, cosine or step; got '{kind}'")
-        return optimizers, schedulers
+        # Fused Adam with tensor learning rates, capturable on CUDA (dim.methods.optimizers);
+        # Lightning has moved the module to its device here.
+        optimizers = [build_adam(params, betas=betas, **options) for _, params, options in groups]
+        prepare_warm_up(optimizers[0], self._warmup_steps, groups[0][2]["lr"])
+        max_epochs = (self.trainer.max_epochs or 1) if self._trainer else 1
+        return optimizers, build_schedulers(optimizers[0], o, max_epochs)

@@ -125,6 +125,12 @@ class DIMModule(MethodModule):
         critics = [getattr(self, n, None) for n in ("local_critic", "global_critic")]
         self.use_speed_options(model, [n for c in critics if c is not None for n in c.children()])
         self.gp_weight = float(model.get("gp_weight", 1.0))
+        self.gp_every = int(model.get("gp_every", 1))
+        if self.gp_every < 1:
+            raise DimError(
+                f"model.gp_every must be >= 1 (1 = the penalty on every step); got {self.gp_every}"
+            )
+        self._gp_weight_now = self.gp_weight
         self.gp_on = str(model.get("gp_on", "both"))
         self.d_steps = int(model.get("d_steps", 1))
         self.prior_space = str(model.get("prior_space", "sigmoid"))
@@ -177,20 +183,31 @@ class DIMModule(MethodModule):
                 self.prior_disc, feats["y"], self.prior_space
             )
             out["encoder_loss"] = out["encoder_loss"] + self.gamma * out["prior_encoder_loss"]
+            self._gp_weight_now = self._penalty_weight()
             disc = prior_discriminator_loss(
                 self.prior_disc,
                 feats["y"],
-                self.gp_weight,
+                self._gp_weight_now,
                 gp_on=self.gp_on,
                 space=self.prior_space,
             )
             self._prior_y = feats["y"].detach()  # for the extra D steps of training_step
             out["prior_discriminator_loss"] = disc.loss
             out["prior_d_accuracy"] = disc.accuracy
-            out["prior_gradient_penalty"] = disc.gradient_penalty
+            if self._gp_weight_now > 0 or not self.training:  # a lazy step has no penalty
+                out["prior_gradient_penalty"] = disc.gradient_penalty
             out["prior_d_logit_std"] = disc.logit_std
         out.update(self.probe_losses(feats, labels))
         return out
+
+    def _penalty_weight(self) -> float:
+        """Lazy regularisation (StyleGAN2's lazy R1): in training the penalty is taken only on
+        steps with ``global_step % gp_every == 0``, with its weight times ``gp_every`` so that its
+        average strength is unchanged; ``gp_every=1`` is the penalty on every step.  A host-side
+        choice from the step count: a captured step needs one graph with and one without it."""
+        if not self.training or self.gp_every == 1:
+            return self.gp_weight
+        return self.gp_weight * self.gp_every if self.global_step % self.gp_every == 0 else 0.0
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         result = super().training_step(batch, batch_idx)
@@ -210,7 +227,11 @@ class DIMModule(MethodModule):
             for _ in range(n):
                 opt.zero_grad(set_to_none=True)
                 loss = prior_discriminator_loss(
-                    self.prior_disc, y, self.gp_weight, gp_on=self.gp_on, space=self.prior_space
+                    self.prior_disc,
+                    y,
+                    self._gp_weight_now,  # this step's (lazy) penalty weight
+                    gp_on=self.gp_on,
+                    space=self.prior_space,
                 )
                 loss.loss.backward()
                 if world > 1:  # SUM then divide: gloo has no AVG

@@ -42,8 +42,9 @@ class OnlineProbes(nn.Module):
 
     def loss_and_accuracy(
         self, feats: dict[str, Tensor], labels: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cross-entropy and accuracy over the *labelled* samples (label >= 0) of the batch.
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """Cross-entropy and accuracy over the *labelled* samples (label >= 0) of the batch, plus
+        the hits per tap and the number of labelled samples (for accuracies over several steps).
 
         A batch without labels gives a zero loss that still touches every probe parameter (so
         DDP sees the same parameters used on every process) and NaN accuracies (not logged).
@@ -58,8 +59,9 @@ class OnlineProbes(nn.Module):
         ]
         loss = functools.reduce(operator.add, per_head)
         # No boolean indexing or bool(): each would wait for the GPU on every step.
-        acc = {k: ((v.argmax(1) == labels) & mask).sum() / n for k, v in logits.items()}
-        return loss, acc  # accuracies are 0/0 = NaN for a batch without labels
+        hits = {k: ((v.argmax(1) == labels) & mask).sum() for k, v in logits.items()}
+        acc = {k: h / n for k, h in hits.items()}  # 0/0 = NaN for a batch without labels
+        return loss, acc, hits, n
 
 
 def feature_dims(encoder: Encoder) -> dict[str, int]:

@@ -237,3 +237,51 @@ def _fit_one_epoch(module, num_samples: int):
     )  # fmt: skip
     trainer.fit(module, datamodule=data)
     return trainer
+
+
+def test_lazy_penalty_only_every_k_steps_with_its_weight_times_k(monkeypatch):
+    """``model.gp_every=3`` (StyleGAN2's lazy R1): D's gradient penalty is taken on the steps
+    with ``global_step % 3 == 0`` only, in all of that step's D updates, with weight 3 x
+    ``gp_weight``; the other steps take no input gradient at all."""
+    import dim.methods.dim as dim_method
+
+    calls: list[tuple[int, float, bool]] = []  # (step, weight, penalty computed)
+    original = dim_method.prior_discriminator_loss
+    grads = []
+    autograd_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        grads.append(1)
+        return autograd_grad(*args, **kwargs)
+
+    def spy(disc, y, gp_weight=1.0, *args, **kwargs):
+        before = len(grads)
+        out = original(disc, y, gp_weight, *args, **kwargs)
+        if torch.is_grad_enabled():
+            calls.append((m.trainer.global_step, gp_weight, len(grads) > before))
+        return out
+
+    monkeypatch.setattr(dim_method, "prior_discriminator_loss", spy)
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    torch.manual_seed(0)
+    model = dict(
+        encoder="basic32", mi_units=32, prior_hidden=[32, 16], d_steps=2, gp_weight=0.5, gp_every=3
+    )
+    obj = dict(alpha=0, beta=0, gamma=1)  # the prior term alone
+    m = DIMModule(model, dict(name="infonce"), obj, dict(lr=1e-4), DATA)
+    _fit_one_epoch(m, 64)  # 4 steps
+    # the main D update, then the extra one (after the encoder's step has counted the step)
+    main = [(s, w, g) for i, (s, w, g) in enumerate(calls) if i % 2 == 0]
+    assert [s for s, _, _ in main] == list(range(4))
+    for step, weight, computed in main:
+        assert (weight, computed) == ((1.5, True) if step % 3 == 0 else (0.0, False)), step
+    extra = [(w, g) for i, (_, w, g) in enumerate(calls) if i % 2 == 1]
+    assert extra == [(w, g) for _, w, g in main]  # the extra D step follows its step's choice
+
+
+def test_gp_every_below_one_is_refused():
+    from dim.errors import DimError
+
+    model = dict(encoder="basic32", mi_units=32, prior_hidden=[32, 16], gp_every=0)
+    with pytest.raises(DimError, match="model.gp_every must be >= 1"):
+        DIMModule(model, dict(name="infonce"), dict(alpha=0, beta=1, gamma=1), dict(lr=1e-4), DATA)
