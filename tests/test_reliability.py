@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -139,7 +140,10 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
         "r.torch.save = half\n"
         f"train(compose_train({PERIODIC!r}), __import__('pathlib').Path({str(tmp_path)!r}), None)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # the killed run computes with this process's thread count: CPU kernels (the fused Adam
+    # among them) may round differently with another one, and the comparison is bit-exact
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
     resume(PERIODIC, tmp_path)
