@@ -83,8 +83,9 @@ def test_train_help_lists_only_the_training_groups():
     names = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
     assert names == sorted(GROUPS + ["experiment", "paths"]), groups
     assert (
-        "experiment: amdim_cifar10, amdim_cifar100, amdim_quickstart, amdim_stl10, dim_cifar10, "
-        "dim_cifar100, dim_stl10, dim_tiny_imagenet, quickstart" in groups
+        "experiment: amdim_cifar10, amdim_cifar100, amdim_fashion_mnist, amdim_quickstart, "
+        "amdim_stl10, dim_cifar10, dim_cifar100, dim_fashion_mnist, dim_stl10, dim_tiny_imagenet, "
+        "quickstart" in groups
     )
     assert "method: amdim, dim" in groups
 

@@ -9,13 +9,14 @@ files in the dataset's real format.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 from conftest import compose_train, run_cli
-from dataset_fixtures import write_cifar10, write_cifar100, write_stl10
+from dataset_fixtures import write_cifar10, write_cifar100, write_fashion_mnist, write_stl10
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -49,7 +50,8 @@ AMDIM_DATASETS = ("cifar10", "cifar100", "stl10")
 def test_one_preset_per_dataset_plus_quickstart():
     dim = [f"dim_{d}" for d in DATASETS] + ["quickstart", "quickstart_prior"]
     amdim = [f"amdim_{d}" for d in AMDIM_DATASETS] + ["amdim_quickstart"]
-    assert presets() == sorted(dim + amdim)
+    fashion = ["dim_fashion_mnist", "amdim_fashion_mnist"]
+    assert presets() == sorted(dim + amdim + fashion)
 
 
 def test_quickstart_is_offline_and_small():
@@ -237,3 +239,27 @@ def test_every_amdim_preset_trains_one_step_on_generated_data(dataset, monkeypat
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert {"train/loss/1t5", "train/loss/1t7", "train/loss/5t5"} <= set(metrics)
     assert all(v == v for v in metrics.values())  # no NaN
+
+
+@pytest.mark.parametrize("preset", ["dim_fashion_mnist", "amdim_fashion_mnist"])
+def test_fashion_mnist_presets_train_on_the_shipped_gz_files(preset, tmp_path):
+    """The CPU presets as composed (bf16 where native, NHWC, data in memory) train through
+    dim-train's code on gzipped IDX files; with trainer=gpu they keep their settings."""
+    from dim.training import train
+
+    write_fashion_mnist(tmp_path / "data", n_train=40, n_test=10)
+    cfg = compose_train([f"experiment={preset}"])
+    assert cfg.data.name == "fashion_mnist" and cfg.model.encoder == "basic32"
+    assert cfg.trainer.precision == "auto" and cfg.data_on_device and cfg.model.channels_last
+    assert cfg.method.name == preset.split("_")[0]
+    gpu = compose_train([f"experiment={preset}", "trainer=gpu"])
+    assert gpu.trainer.accelerator == "gpu" and gpu.data.name == "fashion_mnist"
+    small = [
+        f"experiment={preset}", f"data.data_dir={tmp_path / 'data'}", "data.download=false",
+        "data.batch_size=8", "trainer.max_steps=2", "model.mi_units=16",
+        "callbacks.knn.every_n_epochs=0", "callbacks.projector.num_images=0",
+    ]  # fmt: skip
+    metrics = train(compose_train(small), tmp_path / "run", None)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["global_step"] == 2 and (tmp_path / "run" / "encoder.pt").is_file()
+    assert all(v == v for v in metrics.values() if isinstance(v, float))  # no NaN
