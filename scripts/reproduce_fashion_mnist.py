@@ -14,9 +14,10 @@ measures, for every layer (conv / fc / y):
   ``--draws`` random draws (the same images for every model), features z-scored with the
   statistics of the whole (unlabelled) training split.
 
-Writes ``<out>.json``, ``<out>.md`` (table, commands, wall times, machine) and two plots:
-``<out>_labels.png`` (accuracy against labels per class, best layer) and ``<out>_tsne.png`` (t-SNE
-of the test embedding of each model's Y, coloured by class).
+Writes ``<out>.json``, ``<out>.md`` (table, commands, wall times, machine) and three plots:
+``<out>_labels.png`` (accuracy against labels per class, best layer), ``<out>_tsne.png`` (t-SNE
+of the test embedding of each model's Y, coloured by class) and ``<out>_epochs.png`` (each preset's
+online probes and kNN monitor at every epoch end, from its TensorBoard log).
 
     python scripts/reproduce_fashion_mnist.py --data-dir data            # the test split, once
     python scripts/reproduce_fashion_mnist.py --data-dir data --holdout 10000 --out /tmp/val
@@ -310,6 +311,54 @@ def plots(results: dict, feats: dict, args: argparse.Namespace, out: Path) -> li
     return [str(labels_png), str(tsne_png)]
 
 
+CURVE_TAGS = ("val/probe/acc_conv", "val/probe/acc_y", "val/knn/acc_conv", "val/knn/acc_y")
+
+
+def epoch_curves(trained: dict[str, Path]) -> dict[str, dict[str, list[float]]]:
+    """Accuracy against epochs of each preset, as its run logged it to TensorBoard at every epoch
+    end: the online linear probes (trained beside the encoder) and the kNN monitor (a 5,000-image
+    bank, 2,000 queries) on the validation split: the test split unless ``--holdout``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, dict[str, list[float]]] = {}
+    for name, run in trained.items():
+        ea = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+        ea.Reload()
+        have = set(ea.Tags()["scalars"])
+        curves[name] = {
+            t: [float(e.value) for e in sorted(ea.Scalars(t), key=lambda e: e.step)]
+            for t in CURVE_TAGS
+            if t in have
+        }
+    return curves
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], args: argparse.Namespace, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, tags in curves.items():
+        for tag, style in zip(CURVE_TAGS, ("-o", "--o", "-s", "--s")):
+            if tags.get(tag):
+                vals = tags[tag]
+                label = f"{name}: {tag.removeprefix('val/')}"
+                ax.plot(range(1, len(vals) + 1), [100 * v for v in vals], style, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    split = "validation" if args.holdout else "test"
+    ax.set_title(f"{args.data}: online probes and kNN monitor ({split} split)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = out.with_name(out.name + "_epochs.png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return str(png)
+
+
 def markdown(report: dict, args: argparse.Namespace) -> str:
     split = f"validation ({args.holdout} images held out of train)" if args.holdout else "test"
     lines = [
@@ -353,6 +402,16 @@ def markdown(report: dict, args: argparse.Namespace) -> str:
                 f"| {name} | {tap} | {100 * row['linear']:.1f} | "
                 f"{100 * row['knn20']:.1f} | {shots} |"
             )
+    for name, tags in report.get("epochs", {}).items():
+        if not tags:
+            continue
+        n = max(len(v) for v in tags.values())
+        lines += ["", f"{name}, accuracy against epochs (online probes / kNN monitor):", ""]
+        lines += ["| epoch | " + " | ".join(t.removeprefix("val/") for t in tags) + " |"]
+        lines += ["|---|" + "---|" * len(tags)]
+        for i in range(n):
+            cells = [f"{100 * v[i]:.1f}" if i < len(v) else "" for v in tags.values()]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     if args.data in PUBLISHED:
         lines += ["", f"Published, for scale: {PUBLISHED[args.data]}."]
     lines += ["", "Training commands:", ""]
@@ -418,7 +477,8 @@ def main() -> None:
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
         "total_min": (time.perf_counter() - start) / 60,
     }
-    report["plots"] = plots(results, feats, args, out)
+    report["epochs"] = epoch_curves(trained)
+    report["plots"] = [*plots(results, feats, args, out), plot_curves(report["epochs"], args, out)]
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(report, args))
     print(markdown(report, args))

@@ -96,14 +96,17 @@ class MethodModule(pl.LightningModule):
     def use_speed_options(self, model: dict[str, Any], nets: list[nn.Module]) -> None:
         """``model.channels_last`` (the encoder in NHWC) and ``model.compile``: the encoder and
         ``nets`` (the critics' networks, where nearly all FLOPs and kernel launches are) are
-        compiled in place, so state_dict keys stay those of the plain modules."""
+        compiled in place, so state_dict keys stay those of the plain modules, with
+        ``model.compile_backend`` (default inductor) and ``model.compile_mode``."""
         self.channels_last = bool(model.get("channels_last"))
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
         if model.get("compile"):
-            self.encoder.compile()
-            for net in nets:
-                net.compile()
+            options: dict[str, Any] = {"backend": model.get("compile_backend") or "inductor"}
+            if model.get("compile_mode"):
+                options["mode"] = str(model["compile_mode"])
+            for net in (self.encoder, *nets):
+                net.compile(**options)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.encoder(x)

@@ -43,10 +43,10 @@ def test_channels_last_gives_the_same_losses():
     torch.testing.assert_close(a["global_loss"], b["global_loss"], rtol=1e-4, atol=1e-4)
 
 
-def test_compiled_encoder_matches_eager_and_keeps_checkpoint_keys():
+def _check_compiled(backend: str) -> None:
     torch.manual_seed(0)
     eager = _module()
-    compiled = _module(compile=True)
+    compiled = _module(compile=True, compile_backend=backend)
     compiled.load_state_dict(eager.state_dict())  # same keys: no "_orig_mod." prefix
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -57,6 +57,30 @@ def test_compiled_encoder_matches_eager_and_keeps_checkpoint_keys():
     out = compiled.train().compute_losses(x, torch.randint(0, 10, (4,)))
     out["encoder_loss"].backward()
     assert torch.isfinite(out["encoder_loss"])
+    assert all(p.grad is not None for p in compiled.encoder.parameters())
+
+
+def test_compiled_encoder_matches_eager_and_keeps_checkpoint_keys():
+    """Dynamo's graphs through AOTAutograd (forward and backward), without inductor's code
+    generation, which costs about a minute of cold C++ compilation (the slow test below)."""
+    _check_compiled("aot_eager")
+
+
+@pytest.mark.slow
+def test_inductor_compiled_encoder_matches_eager():
+    _check_compiled("inductor")
+
+
+def test_compile_mode_and_backend_reach_torch_compile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    m = _module(compile=True, compile_mode="max-autotune")
+    assert all(kw == {"backend": "inductor", "mode": "max-autotune"} for kw in seen)
+    critics = [*m.local_critic.children(), *m.global_critic.children()]
+    assert len(seen) == 1 + len(critics) > 2  # the encoder and the critics' nets, not the prior
+    seen.clear()
+    _module(compile=True, compile_backend="aot_eager")
+    assert all(kw == {"backend": "aot_eager"} for kw in seen)
 
 
 @pytest.fixture
