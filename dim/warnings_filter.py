@@ -27,6 +27,12 @@ import warnings
 #: (message regex, category, module regex) of :func:`warnings.filterwarnings`
 WARNING_FILTERS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"(pytorch_)?lightning"),
+    # bf16-mixed (the default on CPUs with native bf16) only changes the size estimate it prints
+    (
+        r"Precision \S+ is not supported by the model summary",
+        UserWarning,
+        r"(pytorch_)?lightning",
+    ),
     (
         r"'pin_memory' argument is set as true but no accelerator",
         UserWarning,

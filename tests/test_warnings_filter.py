@@ -9,6 +9,7 @@ import warnings
 from dim.warnings_filter import quiet_third_party
 
 LEAF = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
+SUMMARY = "Precision bf16-mixed is not supported by the model summary.  Estimated model size"
 PIN = "'pin_memory' argument is set as true but no accelerator is found, then ..."
 
 
@@ -23,6 +24,9 @@ def _shown(message: str, category: type[Warning], module: str) -> bool:
 def test_the_listed_library_warnings_go_and_others_stay():
     assert not _shown(LEAF, FutureWarning, "pytorch_lightning.utilities._pytree")
     assert not _shown(PIN, UserWarning, "torch.utils.data.dataloader")
+    model_summary = "pytorch_lightning.utilities.model_summary.model_summary"
+    assert not _shown(SUMMARY, UserWarning, model_summary)
+    assert _shown(SUMMARY, UserWarning, "dim.training")
     assert _shown(LEAF, FutureWarning, "dim.methods.base")  # the same words from our code
     assert _shown(PIN, UserWarning, "somewhere.else")
     assert _shown("The 'train_dataloader' does not have many workers", UserWarning, "lightning")
