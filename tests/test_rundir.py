@@ -83,6 +83,24 @@ def test_a_second_writer_gets_one_line_naming_the_holder_and_writes_nothing(tiny
         other.wait()
 
 
+def test_resuming_a_run_still_before_its_first_checkpoint_names_the_holder(tmp_path):
+    """The run's process is alive but has written no checkpoint yet: "in use", not "nothing to
+    resume from" (and, once it is gone, the missing checkpoint is the one line)."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra/config.yaml").write_text("{}\n")
+    other = holder(run)
+    try:
+        line = one_line(run_cli("dim-train", f"resume={run}"))
+        assert f"is in use by dim-train (pid {other.pid} on host {HOST}" in line
+    finally:
+        other.kill()
+        other.wait()
+    line = one_line(run_cli("dim-train", f"resume={run}"))
+    assert line.endswith("the run has no checkpoints/last.ckpt to resume from")
+    assert not (run / ".lock").exists()
+
+
 def test_a_sigkilled_holder_never_blocks_a_resume(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     other = holder(run)

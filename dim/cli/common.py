@@ -167,6 +167,9 @@ def launch(
     try:
         argv = prepare_argv(argv) if prepare_argv else argv
     except DimError as err:
+        from dim import rundir
+
+        rundir.release_all()  # a lock it took before finding the input bad
         _fail(str(err))
     sys.argv = [sys.argv[0], *argv]
     before = os.environ.get("HYDRA_FULL_ERROR")

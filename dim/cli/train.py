@@ -58,10 +58,10 @@ def prepare_argv(argv: list[str]) -> list[str]:
         run = Path(resume).expanduser().resolve()
         if not (run / ".hydra" / "config.yaml").is_file():
             raise DimError(f"resume={resume} is not a dim run directory (no .hydra/config.yaml)")
+        if lock:  # a live writer comes first: it may not have written its first checkpoint yet
+            lock_run_dir(run)
         if not any((run / "checkpoints").glob("*.ckpt")):
             raise DimError(f"resume={resume}: the run has no checkpoints/last.ckpt to resume from")
-        if lock:
-            lock_run_dir(run)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         argv = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
         return argv + [f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resume_{stamp}"]
