@@ -106,7 +106,9 @@ def test_two_processes_equal_one_process(tmp_path):
     """For each bound (in one pair of processes): loss, parameter and input gradients; and
     AMDIM's multiscale loss and its gradients (negatives from both processes' views)."""
     out = str(tmp_path / "r")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    # fork: the children need no fresh interpreter and imports (seconds each); they start with
+    # one torch thread and no process group, so nothing unsafe is inherited
+    mp.start_processes(_worker, (2, _free_port(), out), nprocs=2, start_method="fork")
     local_map, y = _inputs()
     for bound_name in BOUNDS:
         loss, params, g_local, g_y = _loss_and_grads(bound_name, local_map, y, lambda t: t)

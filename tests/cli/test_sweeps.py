@@ -16,7 +16,7 @@ from hparams_helpers import hparams_sessions
 AMDIM = ["method=amdim", "model.ndf=4", "model.n_rkhs=8", "model.n_depth=1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sweep(tmp_path_factory):
     """``runs/sweep``: a 2-job ``dim-train -m bound=jsd,infonce`` sweep (progress lines every 2
     steps, none by time: deterministic);

@@ -141,8 +141,7 @@ def test_console_script_on_a_synthetic_task(tmp_path):
         "data.mi=1",
         *FAST,
         f"hydra.run.dir={run}",
-        real=True,
-    )
+    )  # in this process; the installed entry point itself: the bad-input test below
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = LAST_LINE.match(proc.stdout.strip().splitlines()[-1])
     assert m, proc.stdout
