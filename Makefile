@@ -25,8 +25,9 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(ARGS)
 
-# Fashion-MNIST table (docs/fashion_mnist.md): both presets, the baselines, probes and plots; about
-# 1.5 hours of 2 CPU cores. The four idx .gz files go in $(DATA)/FashionMNIST/raw.
+# Fashion-MNIST table (docs/fashion_mnist.md): both presets, the baselines, probes and plots, written
+# to docs/fashion_mnist/; about an hour of 2 CPU cores. The four idx .gz files go in
+# $(DATA)/FashionMNIST/raw.
 DATA ?= data
 reproduce-fashion-mnist: install
 	$(BIN)/python scripts/reproduce_fashion_mnist.py --data-dir $(DATA) $(ARGS)

@@ -19,7 +19,8 @@ Writes ``<out>.json``, ``<out>.md`` (table, commands, wall times, machine) and t
 of the test embedding of each model's Y, coloured by class) and ``<out>_epochs.png`` (each preset's
 online probes and kNN monitor at every epoch end, from its TensorBoard log).
 
-    python scripts/reproduce_fashion_mnist.py --data-dir data            # the test split, once
+    python scripts/reproduce_fashion_mnist.py --data-dir data --out docs/fashion_mnist/reproduction
+                                                                         # the test split, once
     python scripts/reproduce_fashion_mnist.py --data-dir data --holdout 10000 --out /tmp/val
                                                                          # choosing settings
     python scripts/reproduce_fashion_mnist.py --data cifar10 --presets dim_cifar10 amdim_cifar10
@@ -59,6 +60,17 @@ PUBLISHED = {
 TAPS = ("conv", "fc", "y")
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(msg: str) -> None:
     print(f"[reproduce {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -84,7 +96,8 @@ def train_preset(preset: str, args: argparse.Namespace, runs: Path) -> tuple[Pat
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"error: {preset} failed (exit {proc.returncode}); see {runs / f'{preset}.log'}")
-    stamp.write_text(json.dumps({"wall_s": wall, "command": shlex.join(cmd)}))
+    shown = ["dim-train", *cmd[1:]]  # as a user types it, not this machine's venv path
+    stamp.write_text(json.dumps({"wall_s": wall, "command": shlex.join(shown)}))
     log(f"{preset}: {wall / 60:.1f} min")
     return run_dir, wall
 
@@ -428,7 +441,9 @@ def main() -> None:
     p.add_argument(
         "--runs", type=Path, default=None, help="runs dir (default outputs/reproduce_<data>)"
     )
-    p.add_argument("--out", type=Path, default=None, help="output prefix (default docs/<data>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output prefix (default docs/<data>/reproduction)"
+    )
     p.add_argument("--shots", type=int, nargs="+", default=[1, 10, 100])
     p.add_argument("--draws", type=int, default=5)
     p.add_argument("--tsne-points", type=int, default=2000)
@@ -438,7 +453,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], help="extra dim-train overrides for the presets")
     args = p.parse_args()
     runs = args.runs or Path("outputs") / f"reproduce_{args.data}"
-    out = args.out or Path("docs") / args.data
+    out = args.out or Path("docs") / args.data / "reproduction"
     runs.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -473,7 +488,7 @@ def main() -> None:
         "wall_min": walls,
         "train_commands": commands,
         "command": "python " + shlex.join(sys.argv),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
         "total_min": (time.perf_counter() - start) / 60,
     }
