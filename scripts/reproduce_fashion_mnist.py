@@ -293,12 +293,7 @@ def plots(results: dict, feats: dict, args: argparse.Namespace, out: Path) -> li
     ax.set_xlabel("labels per class (logistic regression on frozen features, best layer)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{args.data}: accuracy against labels per class")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    labels_png = out.with_name(out.name + "_labels.png")
-    fig.savefig(labels_png, dpi=120)
-    plt.close(fig)
+    labels_png = save_plot(fig, ax, out, "_labels.png", legend_size=8)
 
     names = [n for n in results if "y" in feats[n][1] or "pixels" in feats[n][1]]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4))
@@ -321,7 +316,7 @@ def plots(results: dict, feats: dict, args: argparse.Namespace, out: Path) -> li
     tsne_png = out.with_name(out.name + "_tsne.png")
     fig.savefig(tsne_png, dpi=110)
     plt.close(fig)
-    return [str(labels_png), str(tsne_png)]
+    return [labels_png, str(tsne_png)]
 
 
 CURVE_TAGS = ("val/probe/acc_conv", "val/probe/acc_y", "val/knn/acc_conv", "val/knn/acc_y")
@@ -363,10 +358,17 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], args: argparse.Namesp
     ax.set_ylabel("accuracy (%)")
     split = "validation" if args.holdout else "test"
     ax.set_title(f"{args.data}: online probes and kNN monitor ({split} split)", fontsize=9)
+    return save_plot(fig, ax, out, "_epochs.png", legend_size=6)
+
+
+def save_plot(fig: Any, ax: Any, out: Path, suffix: str, legend_size: int) -> str:
+    """Grid, legend, ``<out><suffix>`` at 120 dpi; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    png = out.with_name(out.name + "_epochs.png")
+    png = out.with_name(out.name + suffix)
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return str(png)
