@@ -341,7 +341,9 @@ def epoch_curves(trained: dict[str, Path]) -> dict[str, dict[str, list[float]]]:
     return curves
 
 
-def plot_curves(curves: dict[str, dict[str, list[float]]], args: argparse.Namespace, out: Path):
+def plot_curves(
+    curves: dict[str, dict[str, list[float]]], args: argparse.Namespace, out: Path
+) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
