@@ -31,6 +31,7 @@ from dim.nets.critics import (
 from dim.nets.encoders import Encoder, build_encoder, encoder_config
 from dim.objectives import (
     ScoreOptions,
+    TermOutput,
     global_mi,
     local_mi,
     prior_discriminator_loss,
@@ -52,6 +53,13 @@ def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> Lo
     if name not in critics:
         raise DimError(f"model.critic must be one of {', '.join(critics)}; got '{name}'")
     return critics[name]()
+
+
+def _mean_terms(terms: list[TermOutput]) -> tuple[Tensor, Tensor]:
+    """(loss, MI estimate) averaged over the directions of a term."""
+    if len(terms) == 1:
+        return terms[0].loss, terms[0].mi
+    return sum(t.loss for t in terms) / len(terms), sum(t.mi for t in terms) / len(terms)
 
 
 class DIMModule(MethodModule):
@@ -148,36 +156,59 @@ class DIMModule(MethodModule):
         return groups
 
     def compute_losses(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
-        """Every loss and metric of one batch; ``*_loss`` keys carry gradient."""
+        """Every loss and metric of one batch; ``*_loss`` keys carry gradient.
+
+        ``x`` is ``(B, C, H, W)`` images, or ``(B, 2, C, H, W)`` two augmented views of each
+        image (``method.views``): then the MI terms pair one view's Y with the *other* view's
+        feature map (AMDIM's positives), each averaged over both directions, and the prior term
+        sees the Y of both views.
+        """
+        two_views = x.dim() == 5
+        n = x.shape[0]
+        if two_views:
+            x = torch.cat([x[:, 0], x[:, 1]])  # one pass: batch-norm statistics over both views
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feats = self.encoder(x)
         self.last_y = feats["y"].detach()  # for the TensorBoard histograms callback
+        # (local map, Y) pairs: the image with itself, or each view's map with the other's Y
+        pairs = [(feats["local"], feats["y"])]
+        if two_views:
+            local, y = feats["local"], feats["y"]
+            pairs = [(local[n:], y[:n]), (local[:n], y[n:])]
         out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}
         if self.beta > 0:
             n_loc = feats["local"].shape[-1] * feats["local"].shape[-2]
-            term = local_mi(
-                self.local_critic,
-                feats["local"],
-                feats["y"],
-                self.local_bound,
-                locations=sample_locations(n_loc, self.local_samples, x.device),
-                gather=gather_with_grad,
-                opts=self.score_opts,
-            )
-            out.update({"local_loss": term.loss, "local_mi": term.mi})
-            out["encoder_loss"] = out["encoder_loss"] + self.beta * term.loss
+            terms = [
+                local_mi(
+                    self.local_critic,
+                    local,
+                    y,
+                    self.local_bound,
+                    locations=sample_locations(n_loc, self.local_samples, x.device),
+                    gather=gather_with_grad,
+                    opts=self.score_opts,
+                )
+                for local, y in pairs
+            ]
+            loss, mi = _mean_terms(terms)
+            out.update({"local_loss": loss, "local_mi": mi})
+            out["encoder_loss"] = out["encoder_loss"] + self.beta * loss
         if self.alpha > 0:
-            term = global_mi(
-                self.global_critic,
-                feats["local"],
-                feats["y"],
-                self.global_bound,
-                gather=gather_with_grad,
-                opts=self.score_opts,
-            )
-            out.update({"global_loss": term.loss, "global_mi": term.mi})
-            out["encoder_loss"] = out["encoder_loss"] + self.alpha * term.loss
+            terms = [
+                global_mi(
+                    self.global_critic,
+                    local,
+                    y,
+                    self.global_bound,
+                    gather=gather_with_grad,
+                    opts=self.score_opts,
+                )
+                for local, y in pairs
+            ]
+            loss, mi = _mean_terms(terms)
+            out.update({"global_loss": loss, "global_mi": mi})
+            out["encoder_loss"] = out["encoder_loss"] + self.alpha * loss
         if self.gamma > 0:
             out["prior_encoder_loss"] = prior_encoder_loss(
                 self.prior_disc, feats["y"], self.prior_space
@@ -197,6 +228,8 @@ class DIMModule(MethodModule):
             if self._gp_weight_now > 0 or not self.training:  # a lazy step has no penalty
                 out["prior_gradient_penalty"] = disc.gradient_penalty
             out["prior_d_logit_std"] = disc.logit_std
+        if two_views:  # the probes read the first view's features (detached inside them)
+            feats = {k: v[:n] for k, v in feats.items()}
         out.update(self.probe_losses(feats, labels))
         return out
 
