@@ -112,6 +112,7 @@ def main() -> None:
     args.run.parent.mkdir(parents=True, exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     start, wall, pending = time.perf_counter(), 0.0, None
+    failed: list[str] = []  # a probe thread's error, reported by the main thread
     for i, epochs in enumerate(args.epochs):
         if i and args.deadline and time.perf_counter() - start > args.deadline:
             log(f"deadline: stopping before epoch {epochs}")
@@ -129,15 +130,23 @@ def main() -> None:
         }
 
         def work(train: dict = train, test: dict = test, record: dict = record) -> None:
-            record.update(probe(train, test, args))
+            try:
+                record.update(probe(train, test, args))
+            except Exception as err:  # noqa: BLE001 - any failure ends the script, named
+                failed.append(f"probing epoch {record['epochs']} failed: {err!r}")
+                return
             with open(args.out, "a") as f:
                 f.write(json.dumps(record) + "\n")
             log(f"epoch {record['epochs']}: {json.dumps(record)}")
 
+        if failed:
+            break
         pending = threading.Thread(target=work)
         pending.start()
     if pending is not None:
         pending.join()
+    if failed:
+        sys.exit(f"error: {failed[0]}")
 
 
 if __name__ == "__main__":

@@ -55,13 +55,6 @@ def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> Lo
     return critics[name]()
 
 
-def _mean_terms(terms: list[TermOutput]) -> tuple[Tensor, Tensor]:
-    """(loss, MI estimate) averaged over the directions of a term."""
-    if len(terms) == 1:
-        return terms[0].loss, terms[0].mi
-    return sum(t.loss for t in terms) / len(terms), sum(t.mi for t in terms) / len(terms)
-
-
 class DIMModule(MethodModule):
     """Deep InfoMax with local, global and prior-matching terms (weights alpha, beta, gamma).
 
@@ -177,38 +170,27 @@ class DIMModule(MethodModule):
             local, y = feats["local"], feats["y"]
             pairs = [(local[n:], y[:n]), (local[:n], y[n:])]
         out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}
-        if self.beta > 0:
-            n_loc = feats["local"].shape[-1] * feats["local"].shape[-2]
-            terms = [
-                local_mi(
-                    self.local_critic,
-                    local,
-                    y,
-                    self.local_bound,
-                    locations=sample_locations(n_loc, self.local_samples, x.device),
-                    gather=gather_with_grad,
-                    opts=self.score_opts,
-                )
-                for local, y in pairs
-            ]
-            loss, mi = _mean_terms(terms)
-            out.update({"local_loss": loss, "local_mi": mi})
-            out["encoder_loss"] = out["encoder_loss"] + self.beta * loss
-        if self.alpha > 0:
-            terms = [
-                global_mi(
-                    self.global_critic,
-                    local,
-                    y,
-                    self.global_bound,
-                    gather=gather_with_grad,
-                    opts=self.score_opts,
-                )
-                for local, y in pairs
-            ]
-            loss, mi = _mean_terms(terms)
-            out.update({"global_loss": loss, "global_mi": mi})
-            out["encoder_loss"] = out["encoder_loss"] + self.alpha * loss
+        n_loc = feats["local"].shape[-1] * feats["local"].shape[-2]
+
+        def local_term(critic: LocalCritic, loc: Tensor, y: Tensor, bound, **kw) -> TermOutput:
+            where = sample_locations(n_loc, self.local_samples, x.device)
+            return local_mi(critic, loc, y, bound, locations=where, **kw)
+
+        terms: dict[str, tuple[float, Callable[..., TermOutput]]] = {
+            "local": (self.beta, local_term),
+            "global": (self.alpha, global_mi),
+        }
+        for name, (weight, term) in terms.items():
+            if weight == 0:
+                continue
+            critic, bound = getattr(self, f"{name}_critic"), getattr(self, f"{name}_bound")
+            per_pair = [
+                term(critic, loc, y, bound, gather=gather_with_grad, opts=self.score_opts)
+                for loc, y in pairs
+            ]  # averaged over the two directions with views
+            out[f"{name}_loss"] = torch.stack([t.loss for t in per_pair]).mean()
+            out[f"{name}_mi"] = torch.stack([t.mi for t in per_pair]).mean()
+            out["encoder_loss"] = out["encoder_loss"] + weight * out[f"{name}_loss"]
         if self.gamma > 0:
             out["prior_encoder_loss"] = prior_encoder_loss(
                 self.prior_disc, feats["y"], self.prior_space

@@ -252,6 +252,7 @@ def test_fashion_mnist_presets_train_on_the_shipped_gz_files(preset, tmp_path):
     assert cfg.data.name == "fashion_mnist" and cfg.model.encoder == "basic32"
     assert cfg.trainer.precision == "auto" and cfg.data_on_device and cfg.model.channels_last
     assert cfg.method.name == preset.split("_")[0]
+    assert cfg.method.views is not None  # both contrast two augmented views of each image
     gpu = compose_train([f"experiment={preset}", "trainer=gpu"])
     assert gpu.trainer.accelerator == "gpu" and gpu.data.name == "fashion_mnist"
     small = [
