@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,24 +133,29 @@ def test_two_processes_equal_one_process(tmp_path):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_ddp_end_to_end_and_exact_resume_after_a_signal(tmp_path):
-    """``trainer=ddp_cpu`` through the real console script (Lightning's launcher): one run dir,
-    written by rank zero only.  The same run under torchrun, stopped by SIGTERM on rank 0 only at
-    step 1 and resumed, ends bit-identical to it (weights, Adam moments, every curve)."""
-    overrides = [
-        *TINY,
-        "trainer=ddp_cpu",
-        "trainer.max_epochs=-1",
-        "trainer.max_steps=6",  # 3 epochs: the resumed run still crosses two epoch ends
-        "trainer.deterministic=true",
-        "trainer.enable_progress_bar=false",
-    ]
-    straight = tmp_path / "ddp"
+DDP_RUN = [
+    *TINY,
+    "trainer=ddp_cpu",
+    "trainer.max_epochs=-1",
+    "trainer.max_steps=6",  # 3 epochs: a run resumed at step 1 still crosses two epoch ends
+    "trainer.deterministic=true",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def _ddp_console_run(run: Path) -> None:
+    """``trainer=ddp_cpu`` through the real console script (Lightning's launcher)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    cmd = [str(BIN / "dim-train"), *overrides, f"hydra.run.dir={straight}"]
+    cmd = [str(BIN / "dim-train"), *DDP_RUN, f"hydra.run.dir={run}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Grad strides do not match bucket view strides" not in proc.stderr  # no extra copy
+
+
+def test_ddp_end_to_end_through_the_console_script(tmp_path):
+    """One run dir, written by rank zero only; the kNN monitor gathers across processes."""
+    straight = tmp_path / "ddp"
+    _ddp_console_run(straight)
     # 64 images, batch 16 per process, 2 processes: 2 steps per epoch.
     assert json.loads((straight / "metrics.json").read_text())["global_step"] == 6
     assert len(list((straight / "tensorboard").glob("events.out.tfevents.*"))) == 1
@@ -157,8 +163,15 @@ def test_ddp_end_to_end_and_exact_resume_after_a_signal(tmp_path):
     assert not list(straight.glob("*ddp_process*"))  # only rank zero writes files
     _assert_knn_equals_one_process(straight)
 
+
+@pytest.mark.slow  # three 2-process launches (about 30 s of 2 cores): make test-slow
+def test_ddp_exact_resume_after_a_signal_on_rank_zero(tmp_path):
+    """The console-script DDP run, repeated under torchrun, stopped by SIGTERM on rank 0 only at
+    step 1 and resumed, ends bit-identical to it (weights, Adam moments, every curve)."""
+    straight = tmp_path / "ddp"
+    _ddp_console_run(straight)
     args = tmp_path / "overrides.json"
-    args.write_text(json.dumps(overrides))
+    args.write_text(json.dumps(DDP_RUN))
     stopped = torchrun(args, tmp_path / "run", False, "step", "1")
     assert stopped.returncode != 0 and "Stopped by SIGTERM at step 1" in stopped.stderr
     done = torchrun(args, tmp_path / "run", True)
