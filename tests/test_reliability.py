@@ -121,6 +121,7 @@ def test_resumed_run_that_stops_early_says_why(tmp_path, monkeypatch, capsys):
     assert "Training stopped early at step 2 (configured end: step 12): trainer.max_time" in out
 
 
+@pytest.mark.slow  # real processes killed and restarted (about 17 s): make test-slow
 def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
     tmp_path, tmp_path_factory
 ):
@@ -197,6 +198,7 @@ def _start_long_run(run):
     return proc
 
 
+@pytest.mark.slow  # the console script signalled and resumed (about 10 s): make test-slow
 def test_sigterm_to_the_console_script_saves_and_resume_finishes(tmp_path):
     """The real process, a real signal at whatever step it has reached; meanwhile a second
     ``resume`` of the same run dir is refused (one writer per run dir)."""
