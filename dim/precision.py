@@ -17,17 +17,25 @@ import torch
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def cpuinfo_field(key: str, path: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first ``key : value`` of /proc/cpuinfo (Linux), e.g. ``flags`` or ``model name``;
+    None where there is no such file or line."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == key:
+            return value.strip()
+    return None
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (Linux: the flags in /proc/cpuinfo)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return any(f in flags for f in NATIVE_BF16_FLAGS)
-    return False
+    flags = set((cpuinfo_field("flags") or "").split())
+    return any(f in flags for f in NATIVE_BF16_FLAGS)
 
 
 def resolve_precision(precision: str, on_cpu: bool) -> str:

@@ -60,20 +60,23 @@ def train_to(epochs: int, first: bool, args: argparse.Namespace) -> float:
 
 
 def features(args: argparse.Namespace, epochs: int) -> tuple[dict, dict]:
-    """Train and evaluation features of the run as it is now (written beside the run)."""
-    from dim.eval.embed import write_embedding
+    """Train and evaluation features of the run as it is now (in memory; written beside the run
+    with ``--keep-features``)."""
+    from dim.eval.embed import embedding_arrays, write_embedding
 
     patches: dict[str, Any] = {"data_dir": str(args.data_dir)}
     if args.holdout:
         patches["holdout"] = args.holdout
     out = []
     for split in ("train", "test"):
-        path = args.run / "probe_epochs" / f"epoch{epochs:04d}_{split}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = write_embedding(args.run, path, split=split, seed=args.seed, data_patches=patches)
+        how = {"split": split, "seed": args.seed, "data_patches": patches}
+        if args.keep_features:
+            path = args.run / "probe_epochs" / f"epoch{epochs:04d}_{split}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            arrays = write_embedding(args.run, path, **how)
+        else:
+            arrays = embedding_arrays(args.run, **how)
         out.append({k: v if k == "labels" else v.reshape(len(v), -1) for k, v in arrays.items()})
-        if not args.keep_features:
-            path.unlink()
     return out[0], out[1]
 
 

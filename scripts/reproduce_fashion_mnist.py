@@ -64,13 +64,9 @@ SUPERVISED_AUGMENT = {"crop_padding": 4, "hflip": True, "random_crop": False}
 
 def cpu_name() -> str:
     """The CPU's model name (Linux), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from dim.precision import cpuinfo_field
+
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def log(msg: str) -> None:

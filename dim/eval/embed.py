@@ -17,6 +17,48 @@ from dim.eval.features import extract_features, resolve_device
 from dim.eval.source import build_eval_splits, data_config, load_source
 
 
+def embedding_arrays(
+    run: Any,
+    split: str = "test",
+    init: str = "trained",
+    seed: int = 0,
+    data_group: dict[str, Any] | None = None,
+    data_patches: dict[str, Any] | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    limit: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_embedding` writes, in memory (arguments as there)."""
+    return _embed(run, split, init, seed, data_group, data_patches, device, batch_size, limit)[0]
+
+
+def _embed(
+    run: Any,
+    split: str,
+    init: str,
+    seed: int,
+    data_group: dict[str, Any] | None,
+    data_patches: dict[str, Any] | None,
+    device: str,
+    batch_size: int,
+    limit: int | None,
+) -> tuple[dict[str, np.ndarray], Any, Any, torch.device]:
+    """(arrays, the source's encoder, the split's dataset, the device it ran on)."""
+    source = load_source(run, init, seed)
+    data = data_config(source.run_data, data_group, data_patches)
+    splits = build_eval_splits(data, source.config)
+    dataset = splits.eval_dataset(split)
+    dev = resolve_device(device)
+    feats = extract_features(source.encoder, dataset, batch_size, dev, limit)
+    arrays: dict[str, np.ndarray] = {
+        "conv": feats.conv.numpy().astype(np.float32),
+        "fc": feats.fc.numpy().astype(np.float32),
+        "y": feats.y.numpy().astype(np.float32),
+        "labels": feats.labels.numpy().astype(np.int64),
+    }
+    return arrays, source.encoder, dataset, dev
+
+
 def write_embedding(
     run: Any,
     out: Path,
@@ -47,18 +89,9 @@ def write_embedding(
     """
     if num_threads:
         torch.set_num_threads(int(num_threads))
-    source = load_source(run, init, seed)
-    data = data_config(source.run_data, data_group, data_patches)
-    splits = build_eval_splits(data, source.config)
-    dataset = splits.eval_dataset(split)
-    dev = resolve_device(device)
-    feats = extract_features(source.encoder, dataset, batch_size, dev, limit)
-    arrays: dict[str, np.ndarray] = {
-        "conv": feats.conv.numpy().astype(np.float32),
-        "fc": feats.fc.numpy().astype(np.float32),
-        "y": feats.y.numpy().astype(np.float32),
-        "labels": feats.labels.numpy().astype(np.int64),
-    }
+    arrays, encoder, dataset, dev = _embed(
+        run, split, init, seed, data_group, data_patches, device, batch_size, limit
+    )
     # mypy matches the **dict against savez's ``allow_pickle: bool`` too; the keys are names
     atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     print(
@@ -70,6 +103,6 @@ def write_embedding(
         from dim.eval.projector import projector_from_dataset
 
         with writing(projector), SummaryWriter(str(projector)) as writer:
-            n = projector_from_dataset(writer, source.encoder, dataset, projector_size, dev)
+            n = projector_from_dataset(writer, encoder, dataset, projector_size, dev)
         print(f"projector of {n} points: tensorboard --logdir {projector}")
     return arrays

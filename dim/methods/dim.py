@@ -55,6 +55,14 @@ def build_local_critic(name: str, encoder: Encoder, model: dict[str, Any]) -> Lo
     return critics[name]()
 
 
+def _mean_term(per_pair: list[TermOutput]) -> tuple[Tensor, Tensor]:
+    """(loss, MI) of one term: itself for one image, the mean of the two view directions."""
+    if len(per_pair) == 1:  # the common case adds no kernels to the step
+        return per_pair[0].loss, per_pair[0].mi
+    (a, b) = per_pair
+    return (a.loss + b.loss) / 2, (a.mi + b.mi) / 2
+
+
 class DIMModule(MethodModule):
     """Deep InfoMax with local, global and prior-matching terms (weights alpha, beta, gamma).
 
@@ -188,8 +196,7 @@ class DIMModule(MethodModule):
                 term(critic, loc, y, bound, gather=gather_with_grad, opts=self.score_opts)
                 for loc, y in pairs
             ]  # averaged over the two directions with views
-            out[f"{name}_loss"] = torch.stack([t.loss for t in per_pair]).mean()
-            out[f"{name}_mi"] = torch.stack([t.mi for t in per_pair]).mean()
+            out[f"{name}_loss"], out[f"{name}_mi"] = _mean_term(per_pair)
             out["encoder_loss"] = out["encoder_loss"] + weight * out[f"{name}_loss"]
         if self.gamma > 0:
             out["prior_encoder_loss"] = prior_encoder_loss(
