@@ -145,7 +145,10 @@ def summary(result: MIEstimate) -> str:
     parts = [f"bound={result.bound}", f"held-out pairs={result.n_eval}"]
     if result.n_train:
         parts += [f"train pairs={result.n_train}", f"steps={result.steps}"]
-        parts.append(f"kept critic of step {result.best_step}")
+        if result.best_step:
+            parts.append(f"kept critic of step {result.best_step}")
+        else:  # the gauss critic starts at the fitted Gaussian optimum, often not beaten
+            parts.append("kept the starting critic (no step beat it on validation)")
     parts.append(f"s.e.={result.stderr_nats:.3f} nats")
     if result.settings.get("transform"):
         parts.append(f"transform={result.settings['transform']}")

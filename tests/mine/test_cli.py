@@ -325,3 +325,16 @@ def test_failure_warnings_go_to_stderr_and_mi_json(tmp_path, monkeypatch, capsys
     assert warned == [f"warning: {w}" for w in record["warnings"]]
     assert any("not trustworthy at this sample size" in w for w in warned)
     assert LAST_LINE.match(out.strip().splitlines()[-1])
+
+
+def test_summary_names_the_kept_critic_and_says_when_no_step_beat_the_start():
+    from dim.mine.result import MIEstimate
+    from dim.mine.run import summary
+
+    trained = MIEstimate(1.0, 0.02, "mine", n_train=800, n_val=100, n_eval=200, best_step=300)
+    assert "kept critic of step 300" in summary(trained)
+    start = MIEstimate(1.0, 0.02, "mine", n_train=800, n_val=100, n_eval=200, best_step=0)
+    assert "kept the starting critic" in summary(start)
+    assert "step 0" not in summary(start)
+    ksg = MIEstimate(1.0, 0.02, "ksg", n_train=0, n_val=0, n_eval=200)
+    assert "kept" not in summary(ksg)
