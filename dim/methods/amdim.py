@@ -149,8 +149,13 @@ class AMDIMModule(MethodModule):
     def compute_losses(self, x: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
         """Every loss and metric of a batch of view pairs ``(B, 2, C, H, W)`` or of single
         images ``(B, C, H, W)`` (validation: the image is both views)."""
+        # One image as both views outside training: batch norm uses its running statistics, so
+        # both views' features are the same and so are both directions of every term (5t5 reads
+        # every location, not a random one): encode once and score one direction (half the work
+        # of a validation step, the same values).
+        same = x.dim() == 4 and not self.training
         first, second = (x, x) if x.dim() == 4 else (x[:, 0], x[:, 1])
-        both = torch.cat([first, second])
+        both = first if same else torch.cat([first, second])
         if self.channels_last:
             both = both.contiguous(memory_format=torch.channels_last)
         feats = self.encoder(both)  # one pass: batch-norm statistics over both views
@@ -158,6 +163,8 @@ class AMDIMModule(MethodModule):
         scored = {"y": feats["y"], **{k: net(feats[k]) for k, net in self.embed.items()}}
         n = first.shape[0]
         views = [{k: v[:n] for k, v in scored.items()}, {k: v[n:] for k, v in scored.items()}]
+        if same:
+            views[1] = views[0]
         out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}
         for term, (src, trg) in TERMS.items():
             if self.weights[term] == 0:
@@ -166,7 +173,7 @@ class AMDIMModule(MethodModule):
                 self._sources(views[0], src), views[1][trg], self.bound,
                 gather=gather_with_grad, opts=self.score_opts,
             )  # fmt: skip
-            back = view_nce(
+            back = there if same else view_nce(
                 self._sources(views[1], src), views[0][trg], self.bound,
                 gather=gather_with_grad, opts=self.score_opts,
             )  # fmt: skip

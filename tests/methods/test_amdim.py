@@ -90,6 +90,28 @@ def test_loss_is_the_weighted_sum_of_symmetric_terms():
     assert set(single) == set(out)
 
 
+def test_validation_on_single_images_equals_both_views_being_the_image(monkeypatch):
+    """Validation encodes a single image once and scores one direction; the values must be those
+    of the full two-view computation with the image as both views (in eval mode only)."""
+    import dim.methods.amdim as amdim
+
+    torch.manual_seed(0)
+    module = amdim_module().eval()
+    x = _views()[:, 0]
+    fast = module.compute_losses(x, torch.arange(6))
+    full = module.compute_losses(torch.stack([x, x], 1), torch.arange(6))
+    assert set(fast) == set(full)
+    for k in fast:
+        torch.testing.assert_close(fast[k], full[k], rtol=1e-5, atol=1e-5)
+    calls = []
+    monkeypatch.setattr(amdim, "view_nce", lambda *a, **k: calls.append(1) or view_nce(*a, **k))
+    module.train().compute_losses(x, None)  # batch statistics, random 5t5 sources: both ways
+    assert len(calls) == 2 * len(TERMS)
+    calls.clear()
+    module.eval().compute_losses(x, None)
+    assert len(calls) == len(TERMS)
+
+
 def test_gradients_reach_only_the_terms_in_use():
     torch.manual_seed(0)
     module = AMDIMModule(
