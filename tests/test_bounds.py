@@ -79,6 +79,34 @@ def test_infonce_many_positives_per_row_matches_explicit_softmax():
     assert out.mi.item() <= math.log(k) + 1e-6
 
 
+def test_infonce_cpu_positives_path_equals_the_fixed_shape_path_values_and_gradients():
+    """On the CPU InfoNCE scores the positives only; accelerators use the full-size form.  Both
+    must give the same loss, MI and gradient, with uneven positives per row, a row without any
+    positive, large scores and a 3-D score tensor."""
+    from dim.bounds import _all_log_probs, _masked_mean
+
+    torch.manual_seed(3)
+    for shape in [(7, 40), (3, 5, 12)]:
+        s = (torch.randn(shape) * 30).requires_grad_(True)
+        mask = torch.rand(shape) < 0.2
+        mask[..., 0, :] = False  # a row with no positive
+        mask[..., 1, :3] = True
+        mask[..., 1, 3:] = False  # a row with three positives
+        out = infonce_bound(s, mask)
+        (grad,) = torch.autograd.grad(out.loss, s)
+        neg_lse = torch.logsumexp(s.masked_fill(mask, float("-inf")), -1, keepdim=True)
+        dense = -_masked_mean(_all_log_probs(s, neg_lse), mask)
+        (dense_grad,) = torch.autograd.grad(dense, s)
+        n_neg = (~mask).sum(-1, keepdim=True).float()
+        log_k = _masked_mean(torch.log1p(n_neg).expand_as(s), mask)
+        torch.testing.assert_close(out.loss, dense)
+        torch.testing.assert_close(grad, dense_grad)
+        torch.testing.assert_close(out.mi, (log_k - dense).detach())
+        assert torch.isfinite(grad).all()
+        assert grad[..., 0, :].abs().sum() == 0  # a row without positives adds nothing
+        assert (grad[..., 1, 3:] > 0).any()  # a row's negatives are pushed down
+
+
 @pytest.mark.parametrize("scale", [1.0, 10.0, 1e3])
 def test_infonce_never_exceeds_log_k(scale):
     b = 64

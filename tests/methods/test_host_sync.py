@@ -14,6 +14,7 @@ import torch
 from conftest import TINY, compose_train
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dim import bounds
 from dim.methods.amdim import AMDIMModule
 from dim.methods.dim import DIMModule
 from dim.training import train
@@ -82,6 +83,9 @@ def _steps_under_the_mode(monkeypatch, cls) -> tuple[HostReads, list[int]]:
     optimiser, warm-up, logging) under one recording mode."""
     mode, steps = HostReads(), []
     original = cls.training_step
+    # These CPU steps stand for accelerator steps: InfoNCE's positives-only CPU path (boolean
+    # indexing, a sync on a GPU) is never taken there, so take the accelerators' path here too.
+    monkeypatch.setattr(bounds, "positives_only", lambda device: False)
 
     def training_step(self, batch, batch_idx):
         with mode:
