@@ -1,10 +1,14 @@
-"""Throughput benchmark: (a) the bare DIM training step (encoder, critics, bound, prior, optimiser
-steps; no probes) on tensors already in memory and (b) the full ``dim-train`` pipeline (Trainer,
-data loading, probes, logging, checks, checkpointing) on the same config.  Compare the pipeline
-with probes off with ``--set model.probe=false``.
+"""Throughput benchmark: (a) the bare training step of the config's method (encoder, critics,
+bound, prior, optimiser steps; no probes) on tensors already in memory and (b) the full
+``dim-train`` pipeline (Trainer, data loading, probes, logging, checks, checkpointing) on the same
+config.  Compare the pipeline with probes off with ``--set model.probe=false``.  Methods that
+train on two views of each image (AMDIM, DIM with ``method.views``) get two views per image in
+(a) as in (b), so an image/s is an image of the dataset in both.
 
     python scripts/benchmark.py --batch-sizes 64 256 512 --precision 32-true bf16-mixed auto \
         --compile 0 1 --device-data 0 1 --out bench.json --set model.mi_units=2048
+    python scripts/benchmark.py --batch-sizes 128 --precision auto --device-data 1 \
+        --set method=amdim model=basic32 data.channels=1
 
 Prints a table and writes JSON: images/second for (a) and (b), the ratio (b)/(a) (target >= 0.9),
 peak memory of each, the training FLOPs per image (forward + backward, counted by
@@ -32,7 +36,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from dim.methods.dim import DIMModule
+from dim.methods import build_method
 from dim.precision import resolve_precision
 from dim.training import train
 
@@ -75,10 +79,15 @@ def bare_step(
     # The bare step has no online probes (nor logging, checks or data loading): it is the
     # training computation proper, which the pipeline is compared against.
     model = {**c["model"], "probe": False}
-    module = DIMModule(model, c["bound"], c["objective"], c["optim"], info).to(device)
+    method = c.get("method") or {"name": "dim"}
+    module = build_method(
+        method["name"], model=model, bound=c["bound"], objective=c["objective"],
+        optim=c["optim"], data=info,
+    ).to(device)  # fmt: skip
     optimizers, _ = module.configure_optimizers()
     b, s = c["data"]["batch_size"], info["image_size"]
-    x = torch.randn(b, info["channels"], s, s, device=device)
+    views = (2,) if method["name"] == "amdim" or method.get("views") else ()
+    x = torch.randn(b, *views, info["channels"], s, s, device=device)
     y = torch.randint(0, 10, (b,), device=device)
     precision = resolve_precision(str(c["trainer"]["precision"]), device.type == "cpu")
     dtype = torch.bfloat16 if "bf16" in precision else None
@@ -105,7 +114,7 @@ def bare_step(
 
     # The counter cannot follow autograd.grad (the prior's gradient penalty, a small MLP on
     # 64-d Y): count the step without it.
-    gp, module.gp_weight = module.gp_weight, 0.0
+    gp, module.gp_weight = getattr(module, "gp_weight", 0.0), 0.0
     with FlopCounterMode(display=False) as counter:
         step()
     module.gp_weight = gp
