@@ -216,6 +216,8 @@ def test_strided_shards_interleave_back_into_dataset_order():
     assert interleave(torch.tensor(shards), n).tolist() == list(range(n))
 
 
+@pytest.mark.slow  # two torchrun launches (about 26 s): make test-slow; the 2-process gradient
+# equality above stays in make test
 def test_multinode_preset_as_two_nodes_matches_one_process_on_the_global_batch(tmp_path):
     """``trainer=multinode`` for real: two torchrun "nodes" of one gloo process each on
     127.0.0.1, the same command on both.  One run dir, written by the node-0 process alone; the
