@@ -152,6 +152,7 @@ def _ddp_console_run(run: Path) -> None:
     assert "Grad strides do not match bucket view strides" not in proc.stderr  # no extra copy
 
 
+@pytest.mark.slow  # two processes through Lightning's launcher (about 33 s): make test-slow
 def test_ddp_end_to_end_through_the_console_script(tmp_path):
     """One run dir, written by rank zero only; the kNN monitor gathers across processes."""
     straight = tmp_path / "ddp"

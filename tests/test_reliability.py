@@ -220,7 +220,10 @@ def test_sigterm_to_the_console_script_saves_and_resume_finishes(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["global_step"] == (step // 4 + 2) * 4
 
 
-@pytest.mark.parametrize("on_device", [False, True])
+@pytest.mark.parametrize(
+    "on_device",
+    [pytest.param(False, marks=pytest.mark.slow), True],  # worker processes: 13 s, make test-slow
+)
 def test_mid_epoch_resume_is_exact_with_augmentation_and_workers(tmp_path, monkeypatch, on_device):
     """Random crops + flips in a worker process (or on the device): a checkpoint from the middle of
     an epoch resumes with the same batches and the same augmented images."""
