@@ -86,7 +86,7 @@ def bare_step(
     ).to(device)  # fmt: skip
     optimizers, _ = module.configure_optimizers()
     b, s = c["data"]["batch_size"], info["image_size"]
-    views = (2,) if method["name"] == "amdim" or method.get("views") else ()
+    views = (2,) if method.get("views") else ()  # as the data layer decides (AMDIM always)
     x = torch.randn(b, *views, info["channels"], s, s, device=device)
     y = torch.randint(0, 10, (b,), device=device)
     precision = resolve_precision(str(c["trainer"]["precision"]), device.type == "cpu")

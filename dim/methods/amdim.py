@@ -162,9 +162,8 @@ class AMDIMModule(MethodModule):
         self.last_y = feats["y"].detach()  # for the TensorBoard histograms callback
         scored = {"y": feats["y"], **{k: net(feats[k]) for k, net in self.embed.items()}}
         n = first.shape[0]
-        views = [{k: v[:n] for k, v in scored.items()}, {k: v[n:] for k, v in scored.items()}]
-        if same:
-            views[1] = views[0]
+        one = {k: v[:n] for k, v in scored.items()}
+        views = [one, one if same else {k: v[n:] for k, v in scored.items()}]
         out: dict[str, Tensor] = {"encoder_loss": torch.zeros((), device=x.device)}
         for term, (src, trg) in TERMS.items():
             if self.weights[term] == 0:
