@@ -1,6 +1,7 @@
 """Two augmented views of every training image, for methods that contrast views (AMDIM).
 
-One horizontal flip is shared by both views; then each view gets its own crop (a translation with
+One horizontal flip is shared by both views (AMDIM's choice; ``flip: each`` flips each view on its
+own, as SimCLR does); then each view gets its own crop (a translation with
 reflection padding, or a random resized crop), colour jitter and random greyscale
 (docs/methods.md#amdim).  The functions work on *batches* of normalised image tensors with
 per-image random parameters, on any device: the CPU loader applies them to each sample (inside
@@ -40,7 +41,7 @@ class ViewOptions:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.2)  # bright, contr, sat, hue
     p_jitter: float = 0.8
     p_gray: float = 0.25
-    flip: bool = True  # one horizontal flip (p 0.5) shared by both views
+    flip: str = "shared"  # shared: one flip (p 0.5) for both views | each: one per view | none
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> ViewOptions | None:
@@ -54,7 +55,11 @@ class ViewOptions:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()
         }
+        if isinstance(values.get("flip"), bool):  # the older spelling: true = shared
+            values["flip"] = "shared" if values["flip"] else "none"
         opts = cls(**values)
+        if opts.flip not in ("shared", "each", "none"):
+            raise DimError(f"method.views.flip must be shared, each or none, got '{opts.flip}'")
         if opts.crop not in ("translate", "resized"):
             raise DimError(f"method.views.crop must be translate or resized, got '{opts.crop}'")
         for name in ("p_translate", "p_jitter", "p_gray"):
@@ -173,6 +178,12 @@ def colour_jitter(x: Tensor, strength: tuple[float, ...], p: float, generator=No
     return x
 
 
+def _flip(x: Tensor, generator) -> Tensor:
+    """Each image mirrored left-right with probability 0.5."""
+    flip = _chance(x.shape[0], 0.5, x, generator).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
 def make_views(x: Tensor, mean: Tensor, std: Tensor, opts: ViewOptions, generator=None) -> Tensor:
     """Two views ``(N, 2, C, H, W)`` of a batch of normalised images ``(N, C, H, W)``.
 
@@ -180,15 +191,15 @@ def make_views(x: Tensor, mean: Tensor, std: Tensor, opts: ViewOptions, generato
     greyscale act on the [0, 1] pixels, and the views come back normalised the same way.
     """
     n = x.shape[0]
-    if opts.flip:
-        flip = _chance(n, 0.5, x, generator).view(-1, 1, 1, 1)
-        x = torch.where(flip, x.flip(-1), x)
+    if opts.flip == "shared":
+        x = _flip(x, generator)
     views = []
     for _ in range(2):
+        v = _flip(x, generator) if opts.flip == "each" else x
         if opts.crop == "translate":
-            v = translate(x, opts.translate, opts.p_translate, generator)
+            v = translate(v, opts.translate, opts.p_translate, generator)
         else:
-            v = resized_crop(x, opts.scale, opts.ratio, generator)
+            v = resized_crop(v, opts.scale, opts.ratio, generator)
         if opts.rotate > 0:
             v = rotate(v, opts.rotate, generator)
         v = colour_jitter((v * std + mean).clamp(0, 1), opts.jitter, opts.p_jitter, generator)

@@ -153,6 +153,30 @@ def test_views_differ_but_share_the_flip():
     assert turned.shape == views.shape and turned.min() >= -1 - 1e-5 and turned.max() <= 1 + 1e-5
     with pytest.raises(DimError, match="crop must be translate or resized"):
         ViewOptions.from_config({"crop": "zoom"})
+    with pytest.raises(DimError, match="flip must be shared, each or none"):
+        ViewOptions.from_config({"flip": "both"})
+
+
+def test_each_view_can_take_its_own_flip_or_none():
+    """``flip: each`` mirrors the two views independently (about half the pairs disagree on the
+    bright side); ``none`` never mirrors; the older boolean spelling still means shared / none."""
+    x = torch.full((256, 1, 32, 32), -1.0)
+    x[..., :8] = 1.0
+    mean, std = torch.full((1, 1, 1, 1), 0.5), torch.full((1, 1, 1, 1), 0.5)
+    plain = {"p_translate": 0.0, "p_jitter": 0.0}
+
+    def left_bright(flip: object) -> torch.Tensor:
+        opts = ViewOptions.from_config({**plain, "flip": flip})
+        views = make_views(x, mean, std, opts, torch.Generator().manual_seed(1))
+        return views[..., :16].mean((2, 3, 4)) > views[..., 16:].mean((2, 3, 4))  # (256, 2)
+
+    each = left_bright("each")
+    assert 0.35 < (each[:, 0] != each[:, 1]).float().mean() < 0.65
+    assert 0.35 < each.float().mean() < 0.65
+    assert left_bright("none").all() and left_bright(False).all()
+    shared = left_bright(True)
+    assert torch.equal(shared[:, 0], shared[:, 1]) and torch.equal(shared, left_bright("shared"))
+    assert 0.35 < shared.float().mean() < 0.65
     with pytest.raises(DimError, match="has no key 'blur'"):
         ViewOptions.from_config({"blur": 1})
 
