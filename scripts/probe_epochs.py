@@ -16,6 +16,8 @@ reaches a target:
 
 ``--holdout N`` validates on N images held out of the training split (choosing settings); without
 it the evaluation split is the test split. ``--deadline S`` starts no new stop after S seconds.
+``--extend`` continues a run this script stopped earlier to further stops (same ``--run`` and
+``--out``; its training minutes carry on from the last line of ``--out``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,21 @@ def probe(train: dict, test: dict, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def extended_wall(args: argparse.Namespace) -> float:
+    """Training seconds so far of the run that ``--extend`` continues, from its last stop (and
+    its overrides, for the records, when ``--set`` is not given)."""
+    if not (args.run / "checkpoints").is_dir():
+        sys.exit(f"error: --extend needs a run this script trained; {args.run} has no checkpoints")
+    lines = args.out.read_text().splitlines() if args.out.is_file() else []
+    if not lines:
+        sys.exit(f"error: --extend needs the JSON lines of the earlier stops; {args.out} has none")
+    last = json.loads(lines[-1])
+    if args.epochs[0] <= last["epochs"]:
+        sys.exit(f"error: {args.out} already reaches epoch {last['epochs']}; stops must go past it")
+    args.set = args.set or last.get("set", [])  # the resumed run keeps its own overrides
+    return 60 * float(last["train_min"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", required=True, help="experiment config, e.g. dim_fashion_mnist")
@@ -107,20 +124,24 @@ def main() -> None:
     p.add_argument("--deadline", type=float, default=None, help="no new stop after S seconds")
     p.add_argument("--keep-features", action="store_true")
     p.add_argument("--set", nargs="*", default=[], help="extra dim-train overrides")
+    p.add_argument("--extend", action="store_true", help="continue --run to further stops")
     args = p.parse_args()
     if args.epochs != sorted(set(args.epochs)) or args.epochs[0] < 1:
         sys.exit(f"error: --epochs must increase and be >= 1; got {args.epochs}")
-    if args.run.exists():
-        sys.exit(f"error: {args.run} exists; give a new --run")
+    wall = 0.0
+    if args.extend:
+        wall = extended_wall(args)
+    elif args.run.exists():
+        sys.exit(f"error: {args.run} exists; give a new --run, or --extend to continue it")
     args.run.parent.mkdir(parents=True, exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    start, wall, pending = time.perf_counter(), 0.0, None
+    start, pending = time.perf_counter(), None
     failed: list[str] = []  # a probe thread's error, reported by the main thread
     for i, epochs in enumerate(args.epochs):
         if i and args.deadline and time.perf_counter() - start > args.deadline:
             log(f"deadline: stopping before epoch {epochs}")
             break
-        wall += train_to(epochs, i == 0, args)
+        wall += train_to(epochs, i == 0 and not args.extend, args)
         train, test = features(args, epochs)
         if pending is not None:
             pending.join()

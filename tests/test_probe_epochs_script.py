@@ -39,6 +39,18 @@ def test_probes_at_each_stop_of_one_resumed_run_and_plots_them(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and metrics["global_step"] == 6
 
+    # --extend continues the same run to a further stop; the minutes carry on
+    again = [str(SCRIPT), "--extend", "--preset", "dim_fashion_mnist", "--run", str(run),
+             "--out", str(out), *common]  # fmt: skip
+    proc = _run(*again, "--epochs", "3")
+    assert proc.returncode != 0 and "already reaches epoch 3" in proc.stderr
+    proc = _run(*again, "--epochs", "4")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    stops = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [s["epochs"] for s in stops] == [1, 3, 4]
+    assert stops[2]["train_min"] > stops[1]["train_min"] and stops[2]["set"] == SHORT
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 8
+
     png = tmp_path / "curve.png"
     proc = _run(str(ROOT / "scripts" / "plot_probe_epochs.py"), str(out), "--targets", "90",
                 "87", "76", "--out", str(png))  # fmt: skip
@@ -52,6 +64,7 @@ def test_probes_at_each_stop_of_one_resumed_run_and_plots_them(tmp_path):
     [
         (["--epochs", "2", "1"], "--epochs must increase"),
         (["--epochs", "1", "--run", "."], "exists; give a new --run"),
+        (["--epochs", "1", "--extend"], "has no checkpoints"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, extra, message):
