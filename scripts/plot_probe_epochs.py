@@ -59,8 +59,9 @@ def plot(runs: list[dict[str, Any]], out: Path, targets: list[float] | None) -> 
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    rows = -(-(len(runs) + bool(targets)) // 3)  # the legend below the panels, three per row
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
