@@ -2,8 +2,9 @@
 
 One horizontal flip is shared by both views (AMDIM's choice; ``flip: each`` flips each view on
 its own, as SimCLR does); then each view gets its own crop (a translation with reflection
-padding, or a random resized crop), colour jitter and random greyscale (docs/methods.md#amdim).  The functions work on *batches* of normalised image tensors with
-per-image random parameters, on any device: the CPU loader applies them to each sample (inside
+padding, or a random resized crop), colour jitter and random greyscale (docs/methods.md#amdim).
+The functions work on *batches* of normalised image tensors with per-image random parameters, on
+any device: the CPU loader applies them to each sample (inside
 :class:`~dim.data.sampling.SeededSamples`, whose per-sample seed makes them exact on resume), the
 device-resident path to whole batches on the accelerator.  torchvision's transforms draw one set
 of parameters per call, so a batch would share one jitter; hence our own batched versions.
