@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from dim.bounds import Bound
 from dim.distributed import gather_with_grad
@@ -52,6 +53,7 @@ def view_nce(
     *,
     gather: Callable[[Tensor], Tensor] = _identity,
     opts: ScoreOptions | None = None,
+    temperature: float | None = None,
 ) -> TermOutput:
     """One AMDIM term in one direction.
 
@@ -61,6 +63,8 @@ def view_nce(
         bound: the bound (AMDIM: InfoNCE, each positive against the row's negatives).
         gather: all-gather with gradients (DDP) so negatives span the global batch.
         opts: tanh clipping and score regulariser.
+        temperature: None scores ``<s, t> / sqrt(D)`` (AMDIM); a number scores the cosine of
+            ``s`` and ``t`` divided by it (SimCLR's normalised, temperature-scaled scores).
 
     Row (b, k) of the score matrix has image b's H * W target locations as positives and every
     location of every other image as negatives.
@@ -69,7 +73,11 @@ def view_nce(
     trg = gather(target_map.flatten(2).transpose(1, 2))  # (B, L, D)
     n, per_image, dim = src.shape
     locations = trg.shape[1]
-    scores = src.reshape(-1, dim) @ trg.reshape(-1, dim).T / math.sqrt(dim)
+    src, trg = src.reshape(-1, dim), trg.reshape(-1, dim)
+    if temperature is None:
+        scores = src @ trg.T / math.sqrt(dim)
+    else:
+        scores = F.normalize(src, dim=1) @ F.normalize(trg, dim=1).T / temperature
     row_image = torch.arange(n, device=scores.device).repeat_interleave(per_image)
     cand_image = torch.arange(n, device=scores.device).repeat_interleave(locations)
     mask = row_image[:, None] == cand_image[None, :]
@@ -81,7 +89,9 @@ class AMDIMModule(MethodModule):
 
     Args:
         model: encoder options (``encoder``, ``y_dim`` = n_rkhs, ``ndf``, ``n_depth``), ``tclip``,
-            ``score_reg``, ``source_locations`` (``random`` | ``all``: 5t5 sources in training).
+            ``score_reg``, ``temperature`` (None: AMDIM's scaled dot product; a number: cosine
+            scores divided by it), ``source_locations`` (``random`` | ``all``: 5t5 sources in
+            training).
         bound: the MI bound (``infonce`` in the paper).
         objective: weights ``w_1t5``, ``w_1t7``, ``w_5t5`` of the terms.
         optim: learning rate, betas, weight decay, warm-up and schedule.
@@ -127,6 +137,10 @@ class AMDIMModule(MethodModule):
         )
         self.bound = make_bound(bound)
         self.score_opts = ScoreOptions(model.get("tclip"), float(model.get("score_reg", 0.0)))
+        temperature = model.get("temperature")
+        self.temperature = None if temperature is None else float(temperature)
+        if self.temperature is not None and not self.temperature > 0:
+            raise DimError(f"model.temperature must be > 0 or null, got {temperature}")
         self.source_locations = str(model.get("source_locations", "random"))
         if self.source_locations not in ("random", "all"):
             raise DimError(
@@ -170,11 +184,11 @@ class AMDIMModule(MethodModule):
                 continue
             there = view_nce(
                 self._sources(views[0], src), views[1][trg], self.bound,
-                gather=gather_with_grad, opts=self.score_opts,
+                gather=gather_with_grad, opts=self.score_opts, temperature=self.temperature,
             )  # fmt: skip
             back = there if same else view_nce(
                 self._sources(views[1], src), views[0][trg], self.bound,
-                gather=gather_with_grad, opts=self.score_opts,
+                gather=gather_with_grad, opts=self.score_opts, temperature=self.temperature,
             )  # fmt: skip
             out[f"{term}_loss"] = (there.loss + back.loss) / 2
             out[f"{term}_mi"] = (there.mi + back.mi) / 2

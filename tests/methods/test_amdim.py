@@ -56,6 +56,37 @@ def test_view_nce_equals_the_hand_computed_loss():
     assert out.mi.item() == pytest.approx(math.log(3) - nce, abs=1e-6)
 
 
+def test_view_nce_with_a_temperature_scores_cosines():
+    """model.temperature: the score is cos(s, t) / temperature, by hand on the same 2 x 2 case;
+    it does not change when a source or a target is rescaled (only directions count)."""
+    src = torch.tensor([[[1.0, 2.0]], [[-1.0, 0.5]]])
+    trg = torch.tensor([[[0.5, 1.0], [2.0, -1.0]], [[1.5, 1.5], [-2.0, 0.0]]])
+    temp = 0.25
+
+    def cos(a, b):
+        return float(a @ b) / float(a.norm() * b.norm())
+
+    scores = [[cos(src[i, 0], trg[j, k]) / temp for j in range(2) for k in range(2)]
+              for i in range(2)]  # fmt: skip
+    terms = []
+    for i in range(2):
+        others = [s for c, s in enumerate(scores[i]) if c // 2 != i]
+        for p in scores[i][2 * i : 2 * i + 2]:
+            terms.append(-(p - math.log(math.exp(p) + sum(math.exp(n) for n in others))))
+    target_map = trg.transpose(1, 2).reshape(2, 2, 2, 1)
+    out = view_nce(src, target_map, get_bound("infonce"), temperature=temp)
+    assert out.loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
+    scaled = view_nce(
+        src * torch.tensor([3.0, 0.1]).view(2, 1, 1), target_map * 7.0,
+        get_bound("infonce"), temperature=temp,
+    )  # fmt: skip
+    assert scaled.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
+    assert amdim_module(temperature=0.1).temperature == 0.1
+    assert amdim_module().temperature is None  # the default: AMDIM's dot / sqrt(D)
+    with pytest.raises(DimError, match="model.temperature must be > 0 or null, got -1"):
+        amdim_module(temperature=-1)
+
+
 def test_encoder_taps_at_32_and_64_px():
     for size in (32, 64):
         enc = build_encoder("amdim", 3, size, 16, ndf=8, n_depth=2)
