@@ -2,7 +2,8 @@
 
 One horizontal flip is shared by both views (AMDIM's choice; ``flip: each`` flips each view on
 its own, as SimCLR does); then each view gets its own crop (a translation with reflection
-padding, or a random resized crop), colour jitter and random greyscale (docs/methods.md#amdim).
+padding, or a random resized crop), colour jitter, random greyscale and, if asked, random erasing
+(docs/methods.md#amdim).
 The functions work on *batches* of normalised image tensors with per-image random parameters, on
 any device: the CPU loader applies them to each sample (inside
 :class:`~dim.data.sampling.SeededSamples`, whose per-sample seed makes them exact on resume), the
@@ -42,6 +43,8 @@ class ViewOptions:
     p_jitter: float = 0.8
     p_gray: float = 0.25
     flip: str = "shared"  # shared: one flip (p 0.5) for both views | each: one per view | none
+    p_erase: float = 0.0  # random erasing (Zhong et al. 2020): probability per view
+    erase_scale: tuple[float, float] = (0.02, 0.33)  # range of the erased area fraction
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> ViewOptions | None:
@@ -62,9 +65,15 @@ class ViewOptions:
             raise DimError(f"method.views.flip must be shared, each or none, got '{opts.flip}'")
         if opts.crop not in ("translate", "resized"):
             raise DimError(f"method.views.crop must be translate or resized, got '{opts.crop}'")
-        for name in ("p_translate", "p_jitter", "p_gray"):
+        for name in ("p_translate", "p_jitter", "p_gray", "p_erase"):
             if not 0 <= getattr(opts, name) <= 1:
                 raise DimError(f"method.views.{name} must be in [0, 1], got {getattr(opts, name)}")
+        low, high = opts.erase_scale
+        if not 0 < low <= high <= 1:
+            raise DimError(
+                f"method.views.erase_scale must be [low, high] with 0 < low <= high <= 1, "
+                f"got {list(opts.erase_scale)}"
+            )
         return opts
 
 
@@ -178,6 +187,28 @@ def colour_jitter(x: Tensor, strength: tuple[float, ...], p: float, generator=No
     return x
 
 
+def erase(
+    x: Tensor, p: float, scale: tuple[float, float], ratio: tuple[float, float], generator=None
+) -> Tensor:
+    """Random erasing: with probability ``p`` a box of area fraction in ``scale`` and aspect
+    ratio in ``ratio`` (log-uniform) set to 0, the dataset mean of normalised images.  Boxes
+    that would leave the image are shrunk to fit (torchvision retries instead)."""
+    n, _, h, w = x.shape
+    on = _chance(n, p, x, generator)
+    area = _uniform(n, scale[0], scale[1], x, generator) * h * w
+    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x, generator)
+    bh = torch.sqrt(area / log_r.exp()).round().clamp(1, h).long()
+    bw = torch.sqrt(area * log_r.exp()).round().clamp(1, w).long()
+    top = (_uniform(n, 0, 1, x, generator) * (h - bh + 1)).long().clamp(max=h - 1)
+    left = (_uniform(n, 0, 1, x, generator) * (w - bw + 1)).long().clamp(max=w - 1)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])  # (N, H)
+    in_cols = (cols >= left[:, None]) & (cols < (left + bw)[:, None])  # (N, W)
+    box = (in_rows[:, :, None] & in_cols[:, None, :] & on[:, None, None])[:, None]
+    return x.masked_fill(box, 0.0)
+
+
 def _flip(x: Tensor, generator) -> Tensor:
     """Each image mirrored left-right with probability 0.5."""
     flip = _chance(x.shape[0], 0.5, x, generator).view(-1, 1, 1, 1)
@@ -206,7 +237,10 @@ def make_views(x: Tensor, mean: Tensor, std: Tensor, opts: ViewOptions, generato
         if v.shape[1] == 3 and opts.p_gray > 0:
             to_grey = _chance(n, opts.p_gray, v, generator).view(-1, 1, 1, 1)
             v = torch.where(to_grey, grey(v).expand_as(v), v)
-        views.append((v - mean) / std)
+        v = (v - mean) / std
+        if opts.p_erase > 0:
+            v = erase(v, opts.p_erase, opts.erase_scale, (0.3, 3.3), generator)
+        views.append(v)
     return torch.stack(views, 1)
 
 

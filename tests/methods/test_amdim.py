@@ -212,6 +212,37 @@ def test_each_view_can_take_its_own_flip_or_none():
         ViewOptions.from_config({"blur": 1})
 
 
+def test_random_erasing_blanks_one_box_per_erased_view():
+    """``p_erase``: about that share of views has one axis-aligned box set to 0 (the normalised
+    mean) whose area is within ``erase_scale``; the rest of the view and the other views are
+    untouched; off (the default) draws nothing, so earlier runs' views are unchanged."""
+    x = torch.full((400, 1, 32, 32), 1.0)
+    mean, std = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
+    plain = {"p_translate": 0.0, "p_jitter": 0.0, "flip": "none"}
+    opts = ViewOptions.from_config({**plain, "p_erase": 0.5, "erase_scale": [0.1, 0.2]})
+    views = make_views(x, mean, std, opts, torch.Generator().manual_seed(0)).flatten(0, 1)
+    zero = views[:, 0] == 0  # (800, 32, 32)
+    erased = zero.any((1, 2))
+    assert 0.45 < erased.float().mean() < 0.55
+    assert torch.all(views[:, 0][~zero] == 1.0)
+    for box in zero[erased]:
+        rows, cols = box.any(1).nonzero()[:, 0], box.any(0).nonzero()[:, 0]
+        h, w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert box.sum() == h * w  # one filled rectangle
+        assert 0.1 * 1024 * 0.8 <= h * w <= 0.2 * 1024 * 1.2  # rounding of the sides
+    off = ViewOptions.from_config(plain)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    x = torch.randn(8, 1, 32, 32)
+    assert torch.equal(
+        make_views(x, mean, std, off, g1),
+        make_views(x, mean, std, ViewOptions.from_config({**plain, "p_erase": 0.0}), g2),
+    )
+    with pytest.raises(DimError, match="p_erase must be in"):
+        ViewOptions.from_config({"p_erase": 1.5})
+    with pytest.raises(DimError, match="erase_scale must be"):
+        ViewOptions.from_config({"p_erase": 0.5, "erase_scale": [0.5, 0.2]})
+
+
 def test_the_data_layer_gives_view_pairs_that_depend_only_on_the_seed():
     cfg = dict(name="digits", image_size=32, batch_size=8, val_size=297)
     views = {"translate": 4, "p_translate": 0.8}
