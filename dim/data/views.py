@@ -111,15 +111,23 @@ def translate(x: Tensor, shift: int, p: float, generator=None) -> Tensor:
     return gather_crop(padded, top, left, h, w)
 
 
+def _box_sides(
+    n: int, scale: tuple[float, float], ratio: tuple[float, float], like: Tensor, generator
+) -> tuple[Tensor, Tensor]:
+    """Width and height of ``n`` random boxes, as fractions of the image's sides (for a square
+    image): area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``."""
+    area = _uniform(n, scale[0], scale[1], like, generator)
+    r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), like, generator).exp()
+    return torch.sqrt(area * r), torch.sqrt(area / r)
+
+
 def resized_crop(x: Tensor, scale: tuple[float, float], ratio: tuple[float, float], generator=None):
     """A random crop of area fraction in ``scale`` and aspect ratio in ``ratio`` per image,
     resized (bilinear) to the input size.  A box that would leave the image is shrunk to fit
     (torchvision retries instead; the distributions differ only at the extremes)."""
     n = x.shape[0]
-    area = _uniform(n, scale[0], scale[1], x, generator)
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x, generator)
-    width = torch.sqrt(area * log_r.exp()).clamp(max=1.0)
-    height = torch.sqrt(area / log_r.exp()).clamp(max=1.0)
+    width, height = _box_sides(n, scale, ratio, x, generator)
+    width, height = width.clamp(max=1.0), height.clamp(max=1.0)
     cx = (2 * _uniform(n, 0, 1, x, generator) - 1) * (1 - width)
     cy = (2 * _uniform(n, 0, 1, x, generator) - 1) * (1 - height)
     zero = torch.zeros_like(width)
@@ -195,12 +203,12 @@ def erase(
     that would leave the image are shrunk to fit (torchvision retries instead)."""
     n, _, h, w = x.shape
     on = _chance(n, p, x, generator)
-    area = _uniform(n, scale[0], scale[1], x, generator) * h * w
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x, generator)
-    bh = torch.sqrt(area / log_r.exp()).round().clamp(1, h).long()
-    bw = torch.sqrt(area * log_r.exp()).round().clamp(1, w).long()
-    top = (_uniform(n, 0, 1, x, generator) * (h - bh + 1)).long().clamp(max=h - 1)
-    left = (_uniform(n, 0, 1, x, generator) * (w - bw + 1)).long().clamp(max=w - 1)
+    width, height = _box_sides(n, scale, ratio, x, generator)
+    side = math.sqrt(h * w)  # sides in pixels: the box's area is a fraction of h * w
+    bh = (height * side).round().clamp(1, h).long()
+    bw = (width * side).round().clamp(1, w).long()
+    top = (_uniform(n, 0, 1, x, generator) * (h - bh + 1)).long()  # in [0, h - bh]
+    left = (_uniform(n, 0, 1, x, generator) * (w - bw + 1)).long()
     rows = torch.arange(h, device=x.device)[None, :]
     cols = torch.arange(w, device=x.device)[None, :]
     in_rows = (rows >= top[:, None]) & (rows < (top + bh)[:, None])  # (N, H)
