@@ -12,7 +12,7 @@ from dim.errors import DimError
 # Heavy imports (torch, lightning) happen on first use, so `import dim` stays cheap.
 _LAZY = {
     "build_encoder": "dim.nets.encoders",
-    "load_encoder": "dim.checkpoints",
+    "load_encoder": "dim.run.checkpoints",
     "estimate_mi": "dim.mine",
 }
 

@@ -18,32 +18,39 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, Timer
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from dim.callbacks import EmbeddingProjector, KNNMonitor, PriorMonitor, TensorBoardVisuals
-from dim.checkpoints import _safe_load, encoder_config_from_checkpoint, load_encoder, save_encoder
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
-from dim.diskio import WriteError, disk_error_in, write_failure, write_text
 from dim.errors import DimError
-from dim.hparams import run_hparams
 from dim.methods import build_method
 from dim.methods.base import MethodModule
-from dim.precision import resolve_precision
-from dim.progress import progress_callback
-from dim.reliability import (
+from dim.monitor.progress import progress_callback
+from dim.monitor.records import HParamsRecord, TrainClock
+from dim.monitor.visuals import EmbeddingProjector, KNNMonitor, PriorMonitor, TensorBoardVisuals
+from dim.run.checkpoints import (
+    _safe_load,
+    encoder_config_from_checkpoint,
+    load_encoder,
+    save_encoder,
+)
+from dim.run.directory import check_writable_dir, held
+from dim.run.diskio import WriteError, disk_error_in, write_failure, write_text
+from dim.run.hparams import run_hparams
+from dim.run.precision import resolve_precision
+from dim.run.reliability import (
     AtomicCheckpointIO,
     GracefulStop,
     LockWatch,
     StopRequest,
+    nothing_left,
     resume_checkpoint,
-    training_done,
+    stopped_early,
+    trained_so_far,
 )
-from dim.run_callbacks import HParamsRecord, TrainClock
-from dim.rundir import check_writable_dir, held
 
 TB_DIR = "tensorboard"
 
@@ -215,43 +222,6 @@ def _final_metrics(trainer: pl.Trainer) -> dict[str, Any]:
     return metrics
 
 
-def _progress(ckpt: dict[str, Any]) -> tuple[int, int]:
-    """(steps, epochs) a Lightning checkpoint has trained."""
-    epochs = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    return int(ckpt.get("global_step", 0)), int(epochs.get("current", {}).get("processed", 0))
-
-
-def _end(cfg: DictConfig) -> tuple[int, int]:
-    steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
-    return (-1 if steps is None else int(steps)), (-1 if epochs is None else int(epochs))
-
-
-def nothing_left(cfg: DictConfig, ckpt: dict[str, Any]) -> str | None:
-    """Why a run resumed from ``ckpt`` would not train a step, or None."""
-    (steps, epochs), (max_steps, max_epochs) = _progress(ckpt), _end(cfg)
-    if 0 <= max_steps <= steps:
-        return f"already at step {steps} of {max_steps} (trainer.max_steps)"
-    if 0 <= max_epochs <= epochs:
-        return f"already at epoch {epochs} of {max_epochs} (trainer.max_epochs), step {steps}"
-    return None
-
-
-def stopped_early(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
-    """Why a fit that returned normally ended before ``max_steps`` / ``max_epochs``, or None."""
-    if training_done(trainer):
-        return None
-    max_steps, max_epochs = _end(cfg)
-    end = f"step {max_steps}" if max_steps >= 0 else f"epoch {max_epochs}"
-    # Trainer.callbacks is set by Lightning's callback connector; the class does not declare it
-    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]  # type: ignore[attr-defined]
-    why = (
-        "trainer.max_time was reached"
-        if any((left := t.time_remaining()) is not None and left <= 0 for t in timers)
-        else "a callback set trainer.should_stop"
-    )
-    return f"stopped early at step {trainer.global_step} (configured end: {end}): {why}"
-
-
 def train(cfg: DictConfig, run_dir: Path, ckpt_path: Path | None) -> dict[str, Any]:
     """Train DIM as configured; returns the final metrics (also written to metrics.json)."""
     request = StopRequest()  # from here on a signal asks for a stop at a safe point
@@ -347,7 +317,7 @@ def finish_without_training(
         if cfg.export_encoder and not (run_dir / "encoder.pt").is_file():
             save_encoder(load_encoder(ckpt_path), run_dir / "encoder.pt", {"run_dir": str(run_dir)})
         if not summary.is_file():
-            steps, epochs = _progress(_safe_load(ckpt_path))
+            steps, epochs = trained_so_far(_safe_load(ckpt_path))
             doc = {
                 "global_step": steps,
                 "epochs": epochs,

@@ -37,7 +37,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dim.methods import build_method
-from dim.precision import resolve_precision
+from dim.run.precision import resolve_precision
 from dim.training import train
 
 

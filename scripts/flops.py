@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from dim.methods import build_method
-from dim.objectives import prior_discriminator_loss
+from dim.objective.terms import prior_discriminator_loss
 
 H100_SXM_BF16_DENSE_TFLOPS = 989.0
 

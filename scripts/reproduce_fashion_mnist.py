@@ -64,7 +64,7 @@ SUPERVISED_AUGMENT = {"crop_padding": 4, "hflip": True, "random_crop": False}
 
 def cpu_name() -> str:
     """The CPU's model name (Linux), else what the platform module knows."""
-    from dim.precision import cpuinfo_field
+    from dim.run.precision import cpuinfo_field
 
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
@@ -107,11 +107,11 @@ def train_supervised(run_dim: Path, seconds: float, args: argparse.Namespace, ru
     ``seconds`` of wall time."""
     from omegaconf import OmegaConf
 
-    from dim.checkpoints import save_encoder
     from dim.data.device import DeviceDataModule
     from dim.data.images import ImageDataModule
     from dim.nets.encoders import build_encoder
-    from dim.precision import resolve_precision
+    from dim.run.checkpoints import save_encoder
+    from dim.run.precision import resolve_precision
 
     out = runs / "supervised" / "encoder.pt"
     if args.skip_train and out.is_file():

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import dim.callbacks as eval_callbacks
+import dim.monitor.visuals as eval_callbacks
 import dim.training as training
 
 # Where a signal can arrive: after the step (training_step done), in the middle of validation,

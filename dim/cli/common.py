@@ -67,7 +67,8 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
-        from dim import diskio, rundir
+        from dim.run import directory as rundir
+        from dim.run import diskio
 
         try:
             return task(cfg)
@@ -160,21 +161,23 @@ def launch(
     """
     from hydra.errors import HydraException
 
-    from dim.warnings_filter import quiet_third_party
+    from dim.monitor.warnings_filter import quiet_third_party
 
-    quiet_third_party()  # library noise that says nothing to the user (dim/warnings_filter.py)
+    # library noise that says nothing to the user (dim/monitor/warnings_filter.py)
+    quiet_third_party()
     argv = sys.argv[1:]
     try:
         argv = prepare_argv(argv) if prepare_argv else argv
     except DimError as err:
-        from dim import rundir
+        from dim.run import directory as rundir
 
         rundir.release_all()  # a lock it took before finding the input bad
         _fail(str(err))
     sys.argv = [sys.argv[0], *argv]
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
-    from dim import diskio, rundir
+    from dim.run import directory as rundir
+    from dim.run import diskio
 
     diskio.quiet_tensorboard_thread_errors()
     # A log file on a full disk must not print a traceback per record (Hydra logs to one);
@@ -223,7 +226,7 @@ def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path
         raise DimError(f"out={value} is a directory; give a file name")
     if out.exists() and not overwrite:
         raise DimError(f"out={value} exists; pass overwrite=true to replace it (nothing written)")
-    from dim.rundir import check_writable_dir
+    from dim.run.directory import check_writable_dir
 
     check_writable_dir(out.parent, "output folder", create=False)
     return out

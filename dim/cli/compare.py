@@ -1,4 +1,4 @@
-"""``dim-compare DIR...``: one row per training run of a sweep (see :mod:`dim.compare`).
+"""``dim-compare DIR...``: one row per training run of a sweep (see :mod:`dim.monitor.compare`).
 
     dim-compare multirun/2026-12-04/10-00-00                  # a sweep dir
     dim-compare outputs/quickstart/* --sort val/knn/acc_y     # run dirs or globs, best first
@@ -106,7 +106,14 @@ def print_table(rows: list[dict], out: Any = None) -> None:
 
 
 def compare(argv: list[str]) -> int:
-    from dim.compare import DEFAULT_METRICS, attach_evals, find_runs, read_run, sort_rows, table
+    from dim.monitor.compare import (
+        DEFAULT_METRICS,
+        attach_evals,
+        find_runs,
+        read_run,
+        sort_rows,
+        table,
+    )
 
     args = parser().parse_args(argv)
     for out in (args.csv, args.json):
@@ -139,7 +146,7 @@ def compare(argv: list[str]) -> int:
 
 def main() -> None:
     """Console script ``dim-compare``."""
-    from dim.warnings_filter import quiet_third_party
+    from dim.monitor.warnings_filter import quiet_third_party
 
     quiet_third_party()
     try:

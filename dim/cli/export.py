@@ -1,9 +1,10 @@
 """``dim-export``: write the encoder alone (weights + the config to rebuild it) to a file.
 
-The file is an ``encoder.pt`` in the ``dim-encoder/1`` format (:func:`dim.checkpoints.save_encoder`)
-that loads with ``dim.load_encoder(path)`` or ``torch.load(path, weights_only=True)``.  It also
-stores the training run's data config (``extra.data``), so ``dim-eval`` / ``dim-embed`` can rebuild
-the dataset from the exported file alone.  The command writes nothing else (no run dir).
+The file is an ``encoder.pt`` in the ``dim-encoder/1`` format
+(:func:`dim.run.checkpoints.save_encoder`) that loads with ``dim.load_encoder(path)`` or
+``torch.load(path, weights_only=True)``. It also stores the training run's data config
+(``extra.data``), so ``dim-eval`` / ``dim-embed`` can rebuild the dataset from the exported file
+alone. The command writes nothing else (no run dir).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def export(cfg: DictConfig) -> Path:
         if OmegaConf.is_missing(cfg, key):
             raise DimError(f"missing {key}=...; usage: dim-export run=<run_dir> out=encoder.pt")
     out = check_out(cfg.out, bool(cfg.overwrite))
-    from dim.checkpoints import save_encoder  # heavy imports once the command line is good
     from dim.eval.source import load_source
+    from dim.run.checkpoints import save_encoder  # heavy imports once the command line is good
 
     source = load_source(cfg.run)
     if out.exists() and out.resolve() == source.path.resolve():

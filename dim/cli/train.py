@@ -20,9 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dim.cli.common import launch, run_dir, user_errors
 from dim.cli.presets import rewrite_argv
-from dim.diskio import write_text
 from dim.errors import DimError
-from dim.rundir import lock_run_dir
+from dim.run.directory import lock_run_dir
+from dim.run.diskio import write_text
 
 GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dim.diskio import atomic_write, writing
 from dim.eval.features import extract_features, resolve_device
 from dim.eval.source import build_eval_splits, data_config, load_source
+from dim.run.diskio import atomic_write, writing
 
 
 def embedding_arrays(

@@ -2,7 +2,7 @@
 
 Votes are weighted by ``exp(similarity / temperature)`` (Wu et al. 2018, the usual SSL monitor);
 ``temperature: null`` gives one plain vote per neighbour.  Shared by ``dim-eval eval=knn`` and
-the kNN monitor that runs during training (:mod:`dim.callbacks`).
+the kNN monitor that runs during training (:mod:`dim.monitor.visuals`).
 """
 
 from __future__ import annotations

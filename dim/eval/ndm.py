@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import dv_value, get_bound
 from dim.errors import DimError
 from dim.eval.classifiers import seeded
 from dim.eval.context import EvalContext
@@ -37,6 +36,7 @@ from dim.mine.diagnostics import MIN_PAIRS_PER_DIM
 from dim.mine.result import Z95
 from dim.mine.transforms import fit_transform
 from dim.nets.mlp import mlp
+from dim.objective.bounds import dv_value, get_bound
 
 VARIANTS = ("sigmoid", "raw")
 TRAIN_BOUNDS = ("mine", "dv", "nwj", "jsd", "smile")  # all report the DV value of the critic

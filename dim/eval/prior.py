@@ -11,7 +11,7 @@ match directly, with two statistics that need no trained D:
   the two are indistinguishable and 1.0 when they are trivially told apart.  It sees the joint
   distribution, so it also catches dependent coordinates with uniform marginals.
 
-The same two numbers are computed during training by :class:`dim.callbacks.PriorMonitor`.
+The same two numbers are computed during training by :class:`dim.monitor.visuals.PriorMonitor`.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dim.diskio import write_text
 from dim.eval.features import TAPS
+from dim.run.diskio import write_text
 
 PERCENT = {"accuracy"}  # metrics shown in percent in the tables (stored as fractions)
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from dim.diskio import write_text
 from dim.errors import DimError
 from dim.eval.context import EvalContext
 from dim.eval.features import TAPS, resolve_device
 from dim.eval.registry import NEEDS_LABELS, PROTOCOLS, protocol, with_defaults
 from dim.eval.report import ProtocolResult, log_tensorboard, markdown_table, to_json, write_json
 from dim.eval.source import build_eval_splits, data_config, load_source
-from dim.hparams import record_eval, training_run_of
+from dim.run.diskio import write_text
+from dim.run.hparams import record_eval, training_run_of
 
 
 def check_taps(taps: list[str]) -> tuple[str, ...]:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
-from dim.checkpoints import ENCODER_FORMAT, _safe_load, load_encoder, resolve_path
 from dim.errors import DimError
 from dim.nets.encoders import Encoder, build_encoder
+from dim.run.checkpoints import ENCODER_FORMAT, _safe_load, load_encoder, resolve_path
 
 if TYPE_CHECKING:
     from dim.data.sources import Splits

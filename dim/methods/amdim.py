@@ -26,13 +26,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from dim.bounds import Bound
-from dim.distributed import gather_with_grad
 from dim.errors import DimError
 from dim.methods.base import MethodModule, make_bound
 from dim.nets.amdim import EmbeddingNet
 from dim.nets.encoders import build_encoder, encoder_config
-from dim.objectives import ScoreOptions, TermOutput, apply_bound
+from dim.objective.bounds import Bound
+from dim.objective.distributed import gather_with_grad
+from dim.objective.terms import ScoreOptions, TermOutput, apply_bound
 
 #: term -> (source tap, target tap); ``y`` is a vector, the others are maps
 TERMS: dict[str, tuple[str, str]] = {

@@ -28,8 +28,6 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import Bound, get_bound, trusted_masks
-from dim.distributed import broadcast_buffers
 from dim.errors import DimError
 from dim.methods.nonfinite import NonFiniteLossError, NonFiniteWatch
 from dim.methods.optimizers import (
@@ -41,7 +39,9 @@ from dim.methods.optimizers import (
 )
 from dim.nets.encoders import Encoder
 from dim.nets.probes import OnlineProbes, feature_dims
-from dim.reliability import collect_rng_states, set_rng_states
+from dim.objective.bounds import Bound, get_bound, trusted_masks
+from dim.objective.distributed import broadcast_buffers
+from dim.run.reliability import collect_rng_states, set_rng_states
 
 
 def make_bound(cfg: dict[str, Any]) -> Bound:

@@ -7,7 +7,7 @@ The encoder and the MI critics minimise
 (D's parameters are frozen inside that last term, so D gets none of the encoder's gradient);
 the prior discriminator D minimises its own GAN loss on *detached* sigmoid(Y) with a gradient
 penalty, with its own optimiser: a true adversarial game.  The math of each term is in
-``docs/math.md``; the terms themselves are the functions of :mod:`dim.objectives`.
+``docs/math.md``; the terms themselves are the functions of :mod:`dim.objective.terms`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dim.distributed import gather_with_grad, world_size
 from dim.errors import DimError
 from dim.methods.base import MethodModule, NonFiniteLossError, make_bound
 from dim.nets.critics import (
@@ -29,7 +28,8 @@ from dim.nets.critics import (
     PriorDiscriminator,
 )
 from dim.nets.encoders import Encoder, build_encoder, encoder_config
-from dim.objectives import (
+from dim.objective.distributed import gather_with_grad, world_size
+from dim.objective.terms import (
     ScoreOptions,
     TermOutput,
     global_mi,

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dim.bounds import bound_names
 from dim.errors import DimError
 from dim.mine.critics import CRITIC_DEFAULTS, Critic, GaussianConcatCritic, build_critic
 from dim.mine.diagnostics import diagnose
@@ -44,9 +43,10 @@ from dim.mine.training import (
     train_critic,
 )
 from dim.mine.transforms import TRANSFORMS, fit_transform
+from dim.objective.bounds import bound_names
 
-# The estimators, in one place: every bound of dim.bounds (trained on, and reported by, the held-out
-# protocol below; jsd reports the DV value of its critic) and the non-neural KSG.
+# The estimators, in one place: every bound of dim.objective.bounds (trained on, and reported by,
+# the held-out protocol below; jsd reports the DV value of its critic) and the non-neural KSG.
 NEURAL_BOUNDS: tuple[str, ...] = bound_names()
 ESTIMATORS: tuple[str, ...] = (*NEURAL_BOUNDS, "ksg")
 # Without early stopping nothing rescues a diverging critic: the staircase trains more gently

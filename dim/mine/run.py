@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from dim.diskio import write_text
 from dim.errors import DimError
 from dim.mine.critics import CRITIC_DEFAULTS
 from dim.mine.estimator import ESTIMATORS, estimate_mi, estimate_staircase, resolve_device
 from dim.mine.pairs import Staircase, load_pairs
 from dim.mine.result import CurvePoint, MIEstimate
+from dim.run.diskio import write_text
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -33,7 +33,8 @@ def register_bound_configs() -> None:
 
     Only estimators with settings of their own (``mine``: momentum, ``smile``: tau, ``ksg``: k)
     have a file in configs/mine/bound/; the others are the node ``{name: <name>}``, registered
-    here from the one list of names, so a new bound of :mod:`dim.bounds` needs no config file.
+    here from the one list of names, so a new bound of :mod:`dim.objective.bounds` needs no config
+    file.
     """
     from hydra.core.config_store import ConfigStore
 

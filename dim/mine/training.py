@@ -7,9 +7,9 @@ DataLoader and logging machinery would cost as much as the step itself, and noth
 whole algorithm: sample a batch, score positives and negatives, take the bound's loss, step;
 every ``eval_every`` steps score the validation split and keep the best critic (early stopping).
 
-The EMA bias correction of MINE lives in :class:`dim.bounds.MineBound`; this module only switches
-it between train and eval mode so that evaluation never moves the moving average.  The held-out
-protocol around this loop (splits, the reported estimate) is :mod:`dim.mine.estimator`.
+The EMA bias correction of MINE lives in :class:`dim.objective.bounds.MineBound`; this module only
+switches it between train and eval mode so that evaluation never moves the moving average. The
+held-out protocol around this loop (splits, the reported estimate) is :mod:`dim.mine.estimator`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dim.bounds import get_bound
 from dim.errors import DimError
 from dim.mine.critics import Critic, chunked_pair_scores
 from dim.mine.result import CurvePoint
+from dim.objective.bounds import get_bound
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """MI critics of DIM and the prior discriminator (docs/math.md#critics). Bound-agnostic.
 
 Every critic returns a score matrix ``scores[m, c]`` = T(Y_m, candidate c) and the boolean mask of
-positive (joint) pairs, the form every function of :mod:`dim.bounds` takes.  Local candidates are
-(image n, location l) flattened as ``c = n * L + l``; the positives of row m are image m's own
-locations, every location of every other image is a negative (the official DIM negatives).
+positive (joint) pairs, the form every function of :mod:`dim.objective.bounds` takes. Local
+candidates are (image n, location l) flattened as ``c = n * L + l``; the positives of row m are
+image m's own locations, every location of every other image is a negative (the official DIM
+negatives).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from hparams_helpers import hparams_sessions
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dim
-from dim.warnings_filter import is_filtered
+from dim.monitor.warnings_filter import is_filtered
 
 
 def _scalars(tb_dir, tag):
@@ -175,7 +175,8 @@ def test_existing_run_dir_is_not_overwritten(tiny_run):
 
 def test_quickstart_runs_on_real_digits_quietly(tmp_path):
     """The real console script, its output going to files as under nohup or SLURM: plain
-    progress lines, and nothing on stderr (no third-party warnings, see dim/warnings_filter.py)."""
+    progress lines, and nothing on stderr (no third-party warnings, see
+    dim/monitor/warnings_filter.py)."""
     run = tmp_path / "qs"
     proc = run_cli(
         "dim-train",
@@ -188,7 +189,9 @@ def test_quickstart_runs_on_real_digits_quietly(tmp_path):
         real=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr == ""  # in particular none of the messages dim.warnings_filter silences
+    assert (
+        proc.stderr == ""
+    )  # in particular none of the messages dim.monitor.warnings_filter silences
     assert not [line for line in proc.stdout.splitlines() if is_filtered(line)], proc.stdout
     assert "online probe accuracy (   y)" in proc.stdout
     assert re.search(

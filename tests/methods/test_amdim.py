@@ -8,13 +8,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from dim.bounds import get_bound
 from dim.data.images import ImageDataModule
 from dim.data.views import ViewOptions, make_views
 from dim.errors import DimError
 from dim.methods.amdim import TERMS, AMDIMModule, view_nce
 from dim.nets.encoders import build_encoder
-from dim.objectives import ScoreOptions
+from dim.objective.bounds import get_bound
+from dim.objective.terms import ScoreOptions
 
 SMALL = dict(encoder="amdim", ndf=8, n_rkhs=16, y_dim=16, n_depth=1, tclip=20.0, score_reg=0.05)
 DIGITS = dict(channels=1, image_size=32, num_classes=10)

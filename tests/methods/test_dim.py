@@ -7,7 +7,7 @@ import torch
 
 from dim.methods.dim import DIMModule
 from dim.nets.critics import PriorDiscriminator
-from dim.objectives import prior_discriminator_loss, prior_encoder_loss
+from dim.objective.terms import prior_discriminator_loss, prior_encoder_loss
 
 DATA = dict(channels=3, image_size=32, num_classes=10)
 
@@ -106,7 +106,7 @@ def test_prior_discriminator_gradients_have_their_parameters_layout():
     """The gradient penalty's double backward must not leave D's gradients in a layout DDP's
     reducer has to copy (it warns "Grad strides do not match bucket view strides")."""
     from dim.nets.critics import PriorDiscriminator
-    from dim.objectives import prior_discriminator_loss
+    from dim.objective.terms import prior_discriminator_loss
 
     disc = PriorDiscriminator(64, (32, 16))
     prior_discriminator_loss(disc, torch.randn(8, 64), gp_weight=1.0).loss.backward()

@@ -9,7 +9,7 @@ from conftest import TINY, compose_train
 
 from dim.methods.base import make_bound
 from dim.methods.dim import DIMModule
-from dim.objectives import global_mi, local_mi
+from dim.objective.terms import global_mi, local_mi
 from dim.training import train
 
 DATA = dict(channels=1, image_size=32, num_classes=10)

@@ -14,9 +14,9 @@ import torch
 from conftest import TINY, compose_train
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dim import bounds
 from dim.methods.amdim import AMDIMModule
 from dim.methods.dim import DIMModule
+from dim.objective import bounds
 from dim.training import train
 
 #: ops whose result is a host value, or whose output shape depends on tensor values

@@ -1,8 +1,9 @@
-"""The three terms of the DIM objective: local MI, global MI and prior matching (REFERENCE §2).
+"""The three terms of the DIM objective: local MI, global MI and prior matching (docs/math.md).
 
-Objectives join critics (:mod:`dim.nets.critics`) and bounds (:mod:`dim.bounds`).  ``gather`` maps
-a per-process tensor to the global batch (all-gather with gradients under DDP, identity otherwise),
-so negatives always come from the global batch and every process computes the same loss.
+Objectives join critics (:mod:`dim.nets.critics`) and bounds (:mod:`dim.objective.bounds`).
+``gather`` maps a per-process tensor to the global batch (all-gather with gradients under DDP,
+identity otherwise), so negatives always come from the global batch and every process computes the
+same loss.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dim.bounds import Bound, score_penalty, tanh_clip
 from dim.nets.critics import GlobalCritic, LocalCritic, local_pos_mask
+from dim.objective.bounds import Bound, score_penalty, tanh_clip
 
 
 def _identity(t: Tensor) -> Tensor:

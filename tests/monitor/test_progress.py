@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from dim.progress import LineProgress, QuietRichProgressBar, progress_callback
+from dim.monitor.progress import LineProgress, QuietRichProgressBar, progress_callback
 
 
 class _Terminal(io.StringIO):

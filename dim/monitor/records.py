@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from dim.hparams import Scalar, session_records
+from dim.run.hparams import Scalar, session_records
 
 
 def _writer(trainer: pl.Trainer) -> Any:
@@ -23,7 +23,8 @@ def _writer(trainer: pl.Trainer) -> Any:
 
 class HParamsRecord(pl.Callback):
     """The hparams plugin's session start record at the start of training, its end record
-    (success) at the end: rank zero, into the run's TensorBoard dir (see :mod:`dim.hparams`)."""
+    (success) at the end: rank zero, into the run's TensorBoard dir (see
+    :mod:`dim.run.hparams`)."""
 
     def __init__(self, hparams: dict[str, Scalar]) -> None:
         self.start, self.end = session_records(hparams)

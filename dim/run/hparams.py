@@ -1,7 +1,7 @@
 """TensorBoard HParams: each run's resolved hyperparameters next to its final metrics.
 
 Lightning-free (``dim-eval`` uses :func:`record_eval`); the callback that writes a training
-run's records is :class:`dim.run_callbacks.HParamsRecord`.
+run's records is :class:`dim.monitor.records.HParamsRecord`.
 
 Each run's ``tensorboard/`` dir gets the hparams plugin's *session start* record (the resolved
 config, flattened to dotted keys: ``optim.lr``, ``bound.name`` ...) when training starts and an

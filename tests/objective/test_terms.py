@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from dim.bounds import infonce_bound, jsd_bound
 from dim.nets.critics import ConcatLocalCritic, DotLocalCritic, GlobalCritic, local_pos_mask
 from dim.nets.encoders import build_encoder
-from dim.objectives import ScoreOptions, global_mi, local_mi, sample_locations
+from dim.objective.bounds import infonce_bound, jsd_bound
+from dim.objective.terms import ScoreOptions, global_mi, local_mi, sample_locations
 
 
 def test_local_mask_positives_are_own_locations():

@@ -35,8 +35,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dim.diskio import PATH_ERRNOS, WriteError, cause
 from dim.errors import DimError
+from dim.run.diskio import PATH_ERRNOS, WriteError, cause
 
 LOCK_NAME = ".lock"
 LEASE_S = 120.0  # another host's lock is stale after this long without a heartbeat

@@ -12,11 +12,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Checkpoint, Timer
 
-from dim.checkpoints import _safe_load
-from dim.diskio import PARTIAL, atomic_write
 from dim.errors import DimError
+from dim.run.checkpoints import _safe_load
+from dim.run.diskio import PARTIAL, atomic_write
 
 if TYPE_CHECKING:
     from pytorch_lightning.loops.progress import _ProcessedTracker
@@ -27,7 +28,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     A crash or kill while saving leaves the previous checkpoint intact (rename is atomic on POSIX
     within one filesystem; Lightning's default may stage the file in /tmp and copy it over).  A
-    full disk or an I/O error is a :class:`~dim.diskio.WriteError` naming the file.
+    full disk or an I/O error is a :class:`~dim.run.diskio.WriteError` naming the file.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
@@ -62,7 +63,8 @@ def resume_checkpoint(last: Path) -> tuple[Path, dict[str, Any]]:
 class LockWatch(pl.Callback):
     """Stops a run whose run-dir lock another process has taken over (its heartbeat was held up
     past the lease, e.g. a suspended job), before it writes another checkpoint: two writers would
-    interleave their files.  ``lock`` is :class:`dim.rundir.RunLock` (None: nothing to watch)."""
+    interleave their files.  ``lock`` is :class:`dim.run.directory.RunLock` (None: nothing to
+    watch)."""
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock
@@ -152,6 +154,43 @@ def training_done(trainer: pl.Trainer) -> bool:
         return True
     epochs_done = _epochs_processed(trainer)
     return max_epochs is not None and max_epochs >= 0 and epochs_done >= max_epochs
+
+
+def trained_so_far(ckpt: dict[str, Any]) -> tuple[int, int]:
+    """(steps, epochs) a Lightning checkpoint has trained."""
+    epochs = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    return int(ckpt.get("global_step", 0)), int(epochs.get("current", {}).get("processed", 0))
+
+
+def configured_end(cfg: DictConfig) -> tuple[int, int]:
+    steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
+    return (-1 if steps is None else int(steps)), (-1 if epochs is None else int(epochs))
+
+
+def nothing_left(cfg: DictConfig, ckpt: dict[str, Any]) -> str | None:
+    """Why a run resumed from ``ckpt`` would not train a step, or None."""
+    (steps, epochs), (max_steps, max_epochs) = trained_so_far(ckpt), configured_end(cfg)
+    if 0 <= max_steps <= steps:
+        return f"already at step {steps} of {max_steps} (trainer.max_steps)"
+    if 0 <= max_epochs <= epochs:
+        return f"already at epoch {epochs} of {max_epochs} (trainer.max_epochs), step {steps}"
+    return None
+
+
+def stopped_early(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
+    """Why a fit that returned normally ended before ``max_steps`` / ``max_epochs``, or None."""
+    if training_done(trainer):
+        return None
+    max_steps, max_epochs = configured_end(cfg)
+    end = f"step {max_steps}" if max_steps >= 0 else f"epoch {max_epochs}"
+    # Trainer.callbacks is set by Lightning's callback connector; the class does not declare it
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]  # type: ignore[attr-defined]
+    why = (
+        "trainer.max_time was reached"
+        if any((left := t.time_remaining()) is not None and left <= 0 for t in timers)
+        else "a callback set trainer.should_stop"
+    )
+    return f"stopped early at step {trainer.global_step} (configured end: {end}): {why}"
 
 
 class GracefulStop(Checkpoint):

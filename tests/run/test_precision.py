@@ -2,8 +2,8 @@
 
 import pytest
 
-from dim import precision
-from dim.precision import cpuinfo_field, resolve_precision
+from dim.run import precision
+from dim.run.precision import cpuinfo_field, resolve_precision
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9654 96-Core Processor

@@ -1,4 +1,4 @@
-"""One writer per run dir (dim.rundir's lock), unusable output paths refused before any work,
+"""One writer per run dir (dim.run.directory's lock), unusable output paths refused before any work,
 and resume from the newest readable checkpoint when last.ckpt is unreadable."""
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import torch
 from conftest import TINY, run_cli
 from disk_helpers import read_only_dir  # noqa: F401  (a fixture)
 
-import dim.rundir as rundir
+import dim.run.directory as rundir
 from dim.cli.train import prepare_argv
 from dim.errors import DimError
-from dim.reliability import LockWatch
-from dim.rundir import Holder, RunDirBusy, RunLock, stale_reason
+from dim.run.directory import Holder, RunDirBusy, RunLock, stale_reason
+from dim.run.reliability import LockWatch
 
 HOST = socket.gethostname()
 # A process that holds a run dir's lock until killed (prints "held" once it does).
 HOLD = (
     "import sys, time\n"
-    "from dim.rundir import RunLock\n"
+    "from dim.run.directory import RunLock\n"
     "RunLock(sys.argv[1]).acquire()\n"
     "print('held', flush=True)\n"
     "time.sleep(120)\n"
@@ -170,7 +170,7 @@ def test_a_recycled_pid_or_a_reboot_makes_a_local_lock_stale():
 
 RACE = (
     "import sys, time\n"
-    "from dim.rundir import RunLock, RunDirBusy\n"
+    "from dim.run.directory import RunLock, RunDirBusy\n"
     "time.sleep(float(sys.argv[2]) - time.time())\n"
     "try:\n"
     "    RunLock(sys.argv[1]).acquire(); print('won', flush=True); time.sleep(2)\n"

@@ -19,10 +19,10 @@ from conftest import BIN, TINY, compose_train
 from omegaconf import OmegaConf
 from preemption_helpers import assert_same_training, torchrun
 
-from dim.bounds import get_bound
-from dim.distributed import gather_with_grad
 from dim.nets.critics import DotLocalCritic, GlobalCritic
-from dim.objectives import global_mi, local_mi
+from dim.objective.bounds import get_bound
+from dim.objective.distributed import gather_with_grad
+from dim.objective.terms import global_mi, local_mi
 
 B, C, H, Y = 8, 6, 3, 5
 
@@ -183,10 +183,10 @@ def test_ddp_exact_resume_after_a_signal_on_rank_zero(tmp_path):
 def _assert_knn_equals_one_process(run):
     """The kNN monitor splits the encoding across the 2 processes and gathers the features: its
     numbers equal one process encoding everything with the final encoder."""
-    from dim.checkpoints import load_encoder
     from dim.data.sources import build_splits
     from dim.eval.features import extract_features
     from dim.eval.knn import knn_accuracy
+    from dim.run.checkpoints import load_encoder
 
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     cfg = compose_train(TINY)
@@ -210,7 +210,7 @@ def _assert_knn_equals_one_process(run):
 
 
 def test_strided_shards_interleave_back_into_dataset_order():
-    from dim.callbacks import interleave
+    from dim.monitor.visuals import interleave
 
     n, world = 7, 3  # rank r holds r, r + 3, ...; padded to 3 rows each
     shards = [list(range(r, n, world)) + [-1] * (3 - len(range(r, n, world))) for r in range(3)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dim.bounds import (
+from dim.objective.bounds import (
     MineBound,
     dv_bound,
     get_bound,
@@ -83,7 +83,7 @@ def test_infonce_cpu_positives_path_equals_the_fixed_shape_path_values_and_gradi
     """On the CPU InfoNCE scores the positives only; accelerators use the full-size form.  Both
     must give the same loss, MI and gradient, with uneven positives per row, a row without any
     positive, large scores and a 3-D score tensor."""
-    from dim.bounds import _all_log_probs, _masked_mean
+    from dim.objective.bounds import _all_log_probs, _masked_mean
 
     torch.manual_seed(3)
     for shape in [(7, 40), (3, 5, 12)]:

@@ -18,8 +18,8 @@ import torch
 from conftest import BIN, TINY, compose_train, run_cli
 from preemption_helpers import Preempt, assert_same_training, install
 
-import dim.reliability as reliability
-from dim.diskio import WriteError
+import dim.run.reliability as reliability
+from dim.run.diskio import WriteError
 from dim.training import train
 
 HERE = Path(__file__).parent
@@ -129,7 +129,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
     resume continues from step 3 and is exact from there."""
     straight = straight_run(PERIODIC, tmp_path_factory)
     script = (
-        "import os, signal, sys, torch, dim.reliability as r\n"
+        "import os, signal, sys, torch, dim.run.reliability as r\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
         "from conftest import compose_train\n"
         "from dim.training import train\n"

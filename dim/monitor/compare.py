@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dim.errors import DimError
-from dim.hparams import EVALS_DIR, training_run_of
+from dim.run.hparams import EVALS_DIR, training_run_of
 
 #: columns of every row, before the overrides and metrics
 FIXED = ("run", "status", "steps", "train_time")
@@ -125,7 +125,7 @@ def _checkpoint_state(path: Path) -> dict[str, Any] | None:
 def _at_end(cfg: dict[str, Any], ckpt: dict[str, Any]) -> bool:
     from omegaconf import OmegaConf
 
-    from dim.training import nothing_left
+    from dim.run.reliability import nothing_left
 
     return nothing_left(OmegaConf.create(cfg), ckpt) is not None
 

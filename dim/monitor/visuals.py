@@ -1,4 +1,5 @@
-"""The monitoring callbacks of ``dim-train`` (the reliability ones are in ``dim/reliability.py``).
+"""The monitoring callbacks of ``dim-train`` (the reliability ones are in
+``dim/run/reliability.py``).
 
 - :class:`TensorBoardVisuals`: Y / sigmoid(Y) / prior histograms and a grid of training inputs;
 - :class:`KNNMonitor`: kNN accuracy of the frozen features every few epochs;

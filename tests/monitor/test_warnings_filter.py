@@ -1,12 +1,12 @@
-"""Quiet by default: exactly the third-party messages listed in dim/warnings_filter.py go; the
-same words from another module, other warnings and our own stay."""
+"""Quiet by default: exactly the third-party messages listed in dim/monitor/warnings_filter.py go;
+the same words from another module, other warnings and our own stay."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 
-from dim.warnings_filter import quiet_third_party
+from dim.monitor.warnings_filter import quiet_third_party
 
 LEAF = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`"
 SUMMARY = "Precision bf16-mixed is not supported by the model summary.  Estimated model size"

@@ -16,7 +16,7 @@ from conftest import TINY, run_cli
 from disk_helpers import ENOSPC_TEXT, full_disk  # noqa: F401  (a fixture)
 
 import dim.training as training
-from dim.diskio import WriteError, atomic_write
+from dim.run.diskio import WriteError, atomic_write
 
 # no kNN monitor or projector: only what the failure needs (seconds on 2 idle cores)
 LEAN = ["callbacks.knn.every_n_epochs=0", "callbacks.projector.num_images=0"]

@@ -12,16 +12,16 @@ from typing import Any
 
 import torch
 
-from dim.diskio import atomic_write
 from dim.errors import DimError
 from dim.nets.encoders import Encoder, build_encoder, encoder_config
+from dim.run.diskio import atomic_write
 
 ENCODER_FORMAT = "dim-encoder/1"
 
 
 def save_encoder(encoder: Encoder, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the encoder's weights and the config needed to rebuild it (atomically; a full disk
-    is a :class:`~dim.diskio.WriteError` naming the file)."""
+    is a :class:`~dim.run.diskio.WriteError` naming the file)."""
     path = Path(path)
     payload = {
         "format": ENCODER_FORMAT,
