@@ -48,6 +48,18 @@ def pytest_configure(config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"  # for the subprocesses the tests start
     else:
         temporary_files_in_memory()
+    if not os.environ.get("DIM_CACHE_DIR"):  # folder datasets' decode caches: never ~/.cache
+        global _CACHE_DIR
+        _CACHE_DIR = tempfile.mkdtemp(prefix="dim-test-cache-")
+        os.environ["DIM_CACHE_DIR"] = _CACHE_DIR
+
+
+_CACHE_DIR: str | None = None  # the decode-cache folder this process made (removed at the end)
+
+
+def pytest_unconfigure(config) -> None:
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 #: free space a RAM-backed /dev/shm needs before the suite puts its temporary files there

@@ -45,9 +45,11 @@ def materialize(dataset: Dataset) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]
     targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
     stats = _normalize_stats(dataset)
     if data is None or targets is None or stats is None or np.asarray(data).dtype != np.uint8:
+        hint = " or data.cache=true" if type(dataset).__name__ == "ImageList" else ""
         raise DimError(
             f"data_on_device=true needs a dataset stored as uint8 arrays (CIFAR, MNIST, STL-10, "
-            f"digits, synthetic); {type(dataset).__name__} is not: use data_on_device=false"
+            f"digits, synthetic, a cached folder); {type(dataset).__name__} is not: use "
+            f"data_on_device=false{hint}"
         )
     images = torch.as_tensor(np.asarray(data))
     if images.dim() == 3:  # N, H, W greyscale
@@ -57,10 +59,14 @@ def materialize(dataset: Dataset) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]
     return images.contiguous(), torch.as_tensor(np.asarray(targets)).long(), stats
 
 
-def check_reproducible(cfg: dict[str, Any], images: Tensor, info: dict[str, Any]) -> None:
-    """Refuse what the device path cannot do exactly like the torchvision transform does."""
+def check_reproducible(
+    cfg: dict[str, Any], images: Tensor, info: dict[str, Any], resized: bool = False
+) -> None:
+    """Refuse what the device path cannot do exactly like the torchvision transform does
+    (``resized``: the stored images are already center-cropped and resized, as a folder's
+    decode cache holds them)."""
     name = cfg.get("name")
-    if cfg.get("center_crop") or cfg.get("resize"):
+    if (cfg.get("center_crop") or cfg.get("resize")) and not resized:
         raise DimError(
             f"data_on_device=true does not resize or center-crop, which {name} does; "
             "use data_on_device=false"
@@ -135,7 +141,7 @@ class DeviceDataModule(pl.LightningDataModule):
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
         for name, ds in (("train", self.base.splits.train), ("val", self.base.splits.val)):
             x, y, stats = materialize(ds)
-            check_reproducible(self.base.cfg, x, self.info)
+            check_reproducible(self.base.cfg, x, self.info, getattr(ds, "resized", False))
             self.tensors[name] = (x.to(device), y.to(device))
             if stats is not None:
                 self.stats = (stats[0].to(device), stats[1].to(device))

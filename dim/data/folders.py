@@ -5,6 +5,9 @@ every image below ``data.root`` as unlabelled, ``data.labels=folder`` takes the 
 sub-folder of each image as its class (and refuses images lying directly in the root).  Unreadable
 images are skipped with a warning that counts them (``data.on_error=skip``) or stop the run with
 the first one's path (``data.on_error=fail``).
+
+With ``data.cache=true`` (the default) the images are decoded and resized once into a uint8 file
+under ``data.cache_dir`` (:mod:`dim.data.cache`), and every later epoch and run reads arrays.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dim.data.base import Splits, data_root, missing_data_error, register
+from dim.data.cache import CachedImages, Geometry, decode_cache
 from dim.data.transforms import split_transforms
 from dim.errors import DimError
 
@@ -111,6 +115,12 @@ def check_readable(paths: list[Path], on_error: str, where: Path) -> list[Path]:
             good.append(p)
         except (OSError, ValueError, SyntaxError) as err:
             bad.append((p, err))
+    report_unreadable(bad, len(paths), where, on_error)
+    return good
+
+
+def report_unreadable(bad: list[tuple[Any, Any]], total: int, where: Path, on_error: str) -> None:
+    """Warn with the count of unreadable images ``(path, why)`` (or fail naming the first)."""
     if bad and on_error == "fail":
         path, why = bad[0]
         raise DimError(
@@ -119,12 +129,10 @@ def check_readable(paths: list[Path], on_error: str, where: Path) -> list[Path]:
         )
     if bad:
         warnings.warn(
-            f"skipping {len(bad)} unreadable image(s) of {len(paths)} under {where} "
-            f"(e.g. {bad[0][0]})",
+            f"skipping {len(bad)} unreadable image(s) of {total} under {where} (e.g. {bad[0][0]})",
             UnreadableImageWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return good
 
 
 def _labelled_by_folder(root: Path, paths: list[Path], classes: list[str] | None):
@@ -151,6 +159,7 @@ def _labelled_by_folder(root: Path, paths: list[Path], classes: list[str] | None
 
 
 def _scan(root: Path, cfg: dict[str, Any], classes: list[str] | None = None):
+    """(paths, labels, classes) below ``root``; headers checked unless the cache decodes them."""
     if not root.is_dir():
         raise DimError(
             f"data.root: no such folder {root} (a relative data.root is taken under "
@@ -159,7 +168,7 @@ def _scan(root: Path, cfg: dict[str, Any], classes: list[str] | None = None):
     paths = find_images(root)
     if not paths:
         raise DimError(f"no images ({', '.join(IMG_EXTENSIONS)}) found below {root}")
-    if cfg.get("check_images", True):
+    if cfg.get("check_images", True) and not cfg.get("cache", True):
         paths = check_readable(paths, str(cfg.get("on_error", "skip")), root)
         if not paths:
             raise DimError(f"none of the images below {root} can be read")
@@ -199,8 +208,13 @@ def folder(cfg: dict[str, Any]) -> Splits:
             raise DimError(f"{root} has {len(paths)} image(s): too few to split off validation")
         val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
-    train_tf, eval_tf = split_transforms(cfg, "folder")
     train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
+    if cfg.get("cache", True):
+        roots = [root, val_root] if cfg.get("val_root") else [root]
+        n_classes = len(classes) if classes else None
+        train, val = (train_paths, train_labels), (val_paths, val_labels)
+        return cached_splits(cfg, "folder", roots, train, val, n_classes)
+    train_tf, eval_tf = split_transforms(cfg, "folder")
     return Splits(
         ImageList(train_paths, train_labels, train_tf, on_error),
         ImageList(val_paths, val_labels, eval_tf, on_error),
@@ -208,6 +222,58 @@ def folder(cfg: dict[str, Any]) -> Splits:
         image_size=int(cfg["image_size"]),
         num_classes=len(classes) if classes else None,
         eval_train=ImageList(train_paths, train_labels, eval_tf, on_error),
+    )
+
+
+def cache_dir(cfg: dict[str, Any]) -> Path:
+    """``data.cache_dir``; for a config without one, ``$DIM_CACHE_DIR`` or ``~/.cache/dim``."""
+    default = Path(os.environ.get("DIM_CACHE_DIR") or "~/.cache/dim") / "images"
+    return Path(str(cfg.get("cache_dir") or default)).expanduser()
+
+
+def cached_splits(
+    cfg: dict[str, Any],
+    name: str,
+    roots: list[Path],
+    train: tuple[list[str], list[int]],
+    val: tuple[list[str], list[int]],
+    num_classes: int | None,
+) -> Splits:
+    """The splits of a folder source over its decode cache (:mod:`dim.data.cache`): train rows
+    first, then validation rows, of one uint8 file at ``data.resize`` (else ``image_size``)."""
+    size = int(cfg["image_size"])
+    geometry = Geometry(
+        channels=int(cfg.get("channels", 3)),
+        side=int(cfg.get("resize") or size),
+        center_crop=int(cfg["center_crop"]) if cfg.get("center_crop") else None,
+    )
+    paths, labels = train[0] + val[0], train[1] + val[1]
+    decoded = decode_cache(
+        paths, roots, geometry, cache_dir(cfg), workers=int(cfg.get("num_workers") or 0)
+    )
+    report_unreadable(decoded.failed, len(paths), roots[0], str(cfg.get("on_error", "skip")))
+    n_train = sum(1 for i in decoded.kept if i < len(train[0]))
+    if n_train == 0 or n_train == len(decoded.kept):
+        which = "training" if n_train == 0 else "validation"
+        raise DimError(f"none of the {which} images under {', '.join(map(str, roots))} can be read")
+    kept_paths = [paths[i] for i in decoded.kept]
+    kept_labels = [labels[i] for i in decoded.kept]
+    # the stored images went through center_crop and resize: the transforms only crop to size
+    train_tf, eval_tf = split_transforms({**cfg, "center_crop": None, "resize": None}, name)
+
+    def rows(start: int, stop: int, transform: Any) -> CachedImages:
+        return CachedImages(
+            decoded.file, start, stop, kept_labels[start:stop], kept_paths[start:stop], transform
+        )
+
+    n = len(decoded.kept)
+    return Splits(
+        rows(0, n_train, train_tf),
+        rows(n_train, n, eval_tf),
+        channels=geometry.channels,
+        image_size=size,
+        num_classes=num_classes,
+        eval_train=rows(0, n_train, eval_tf),
     )
 
 
