@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,24 @@ def fit_classifier(
         if on_epoch is not None:
             on_epoch(epoch, total / max(1, steps), acc)
     return history
+
+
+def fit_protocol(
+    cfg: Mapping[str, Any],
+    model: nn.Module,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    **kw: Any,
+) -> list[float]:
+    """:func:`fit_classifier` with the optimiser settings of a protocol's config (``epochs``,
+    ``lr``, ``batch_size``, ``weight_decay``); ``kw`` adds or overrides the other arguments."""
+    settings: dict[str, Any] = {
+        "epochs": int(cfg["epochs"]),
+        "lr": float(cfg["lr"]),
+        "batch_size": int(cfg["batch_size"]),
+        "weight_decay": float(cfg["weight_decay"]),
+    }
+    return fit_classifier(model, train, test, **{**settings, **kw})
 
 
 def seeded(seed: int, factory: Callable[[], nn.Module]) -> nn.Module:

@@ -6,6 +6,7 @@ The ``.npz`` holds ``conv``, ``fc``, ``y`` (float32, first axis = images) and ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +18,41 @@ from dim.eval.source import build_eval_splits, data_config, load_source
 from dim.run.diskio import atomic_write, writing
 
 
-def embedding_arrays(
-    run: Any,
-    split: str = "test",
-    init: str = "trained",
-    seed: int = 0,
-    data_group: dict[str, Any] | None = None,
-    data_patches: dict[str, Any] | None = None,
-    device: str = "auto",
-    batch_size: int = 256,
-    limit: int | None = None,
-) -> dict[str, np.ndarray]:
-    """The arrays :func:`write_embedding` writes, in memory (arguments as there)."""
-    return _embed(run, split, init, seed, data_group, data_patches, device, batch_size, limit)[0]
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What to encode and how (the keyword arguments of :func:`embedding_arrays` and
+    :func:`write_embedding`).
+
+    Attributes:
+        split: ``train`` (the labelled training images, un-augmented) or ``test``.
+        init: ``trained``, or ``random`` for a fresh encoder of the same architecture.
+        data_group / data_patches: another dataset than the run's own (``dim-embed data=...``).
+        limit: encode only the first ``limit`` images.
+    """
+
+    split: str = "test"
+    init: str = "trained"
+    seed: int = 0
+    data_group: dict[str, Any] | None = None
+    data_patches: dict[str, Any] | None = None
+    device: str = "auto"
+    batch_size: int = 256
+    limit: int | None = None
 
 
-def _embed(
-    run: Any,
-    split: str,
-    init: str,
-    seed: int,
-    data_group: dict[str, Any] | None,
-    data_patches: dict[str, Any] | None,
-    device: str,
-    batch_size: int,
-    limit: int | None,
-) -> tuple[dict[str, np.ndarray], Any, Any, torch.device]:
+def embedding_arrays(run: Any, **options: Any) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_embedding` writes, in memory (``options``: :class:`EmbedOptions`)."""
+    return _embed(run, EmbedOptions(**options))[0]
+
+
+def _embed(run: Any, opt: EmbedOptions) -> tuple[dict[str, np.ndarray], Any, Any, torch.device]:
     """(arrays, the source's encoder, the split's dataset, the device it ran on)."""
-    source = load_source(run, init, seed)
-    data = data_config(source.run_data, data_group, data_patches)
+    source = load_source(run, opt.init, opt.seed)
+    data = data_config(source.run_data, opt.data_group, opt.data_patches)
     splits = build_eval_splits(data, source.config)
-    dataset = splits.eval_dataset(split)
-    dev = resolve_device(device)
-    feats = extract_features(source.encoder, dataset, batch_size, dev, limit)
+    dataset = splits.eval_dataset(opt.split)
+    dev = resolve_device(opt.device)
+    feats = extract_features(source.encoder, dataset, opt.batch_size, dev, opt.limit)
     arrays: dict[str, np.ndarray] = {
         "conv": feats.conv.numpy().astype(np.float32),
         "fc": feats.fc.numpy().astype(np.float32),
@@ -62,25 +65,16 @@ def _embed(
 def write_embedding(
     run: Any,
     out: Path,
-    split: str = "test",
-    init: str = "trained",
-    seed: int = 0,
-    data_group: dict[str, Any] | None = None,
-    data_patches: dict[str, Any] | None = None,
-    device: str = "auto",
-    batch_size: int = 256,
-    limit: int | None = None,
     num_threads: int | None = None,
     projector: Path | None = None,
     projector_size: int = 500,
+    **options: Any,
 ) -> dict[str, np.ndarray]:
-    """Encode ``split`` (``train``: the labelled training images, un-augmented; ``test``) of the
-    run's data (or ``data_group`` / ``data_patches``) and write the arrays to ``out``.
+    """Encode a split of the run's data (or another dataset) and write the arrays to ``out``.
 
     Args:
         run: run dir, checkpoint or ``encoder.pt``.
-        init: ``trained``, or ``random`` for a fresh encoder of the same architecture.
-        limit: encode only the first ``limit`` images.
+        options: what to encode and how, :class:`EmbedOptions`.
         projector: a folder for a TensorBoard projector of ``y`` (its first ``projector_size``
             images), or None.
 
@@ -89,9 +83,7 @@ def write_embedding(
     """
     if num_threads:
         torch.set_num_threads(int(num_threads))
-    arrays, encoder, dataset, dev = _embed(
-        run, split, init, seed, data_group, data_patches, device, batch_size, limit
-    )
+    arrays, encoder, dataset, dev = _embed(run, EmbedOptions(**options))
     # mypy matches the **dict against savez's ``allow_pickle: bool`` too; the keys are names
     atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     print(

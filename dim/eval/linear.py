@@ -6,7 +6,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
-from dim.eval.classifiers import fit_classifier, seeded, standardize
+from dim.eval.classifiers import fit_protocol, seeded, standardize
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.probes import linear_classifier
@@ -34,14 +34,11 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         for s in range(int(cfg["seeds"])):
             seed = ctx.seed + s
             model = seeded(seed, partial(linear_classifier, x_train.shape[1], k))
-            history = fit_classifier(
+            history = fit_protocol(
+                cfg,
                 model,
                 (x_train, train.labels),
                 (x_test, test.labels),
-                epochs=int(cfg["epochs"]),
-                lr=float(cfg["lr"]),
-                batch_size=int(cfg["batch_size"]),
-                weight_decay=float(cfg["weight_decay"]),
                 seed=seed,
                 device=ctx.device,
                 score_every=None,

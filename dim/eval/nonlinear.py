@@ -11,7 +11,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
-from dim.eval.classifiers import check_labels, fit_classifier, seeded
+from dim.eval.classifiers import check_labels, fit_protocol, seeded
 from dim.eval.context import EvalContext
 from dim.eval.report import ProtocolResult, Stat
 from dim.nets.probes import mlp_classifier
@@ -36,14 +36,11 @@ def run(ctx: EvalContext, cfg: dict[str, Any]) -> ProtocolResult:
         model = seeded(
             ctx.seed, partial(mlp_classifier, x_train.shape[1], k, cfg["hidden"], cfg["dropout"])
         )
-        history = fit_classifier(
+        history = fit_protocol(
+            cfg,
             model,
             (x_train, train.labels),
             (x_test, test.labels),
-            epochs=int(cfg["epochs"]),
-            lr=float(cfg["lr"]),
-            batch_size=int(cfg["batch_size"]),
-            weight_decay=float(cfg["weight_decay"]),
             milestones=[int(m) for m in cfg["milestones"]],
             gamma=float(cfg["gamma"]),
             seed=ctx.seed,
