@@ -42,185 +42,30 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-OBJECTIVES = {"global": "DIM(G)", "local": "DIM(L)", "local_global": "DIM(L+G)"}
-BOUNDS = {"jsd": "JSD", "infonce": "NCE", "dv": "DV"}
-GROUPS = ("main", "prior", "negatives", "reference")
-STEPS = ("classify", "nonlinear", "table3")
-#: the paper's single-image DIM: one image per item, crops of the padded image and flips
-SINGLE_IMAGE = ["method.views=null", "data.augment.crop_padding=4", "data.augment.hflip=true"]
-#: training reads no evaluation split: no online probes, kNN monitor or projector (the test
-#: split is then read once per cell, by dim-eval)
-NO_MONITORS = [
-    "trainer.limit_val_batches=0",
-    "callbacks.knn.every_n_epochs=0",
-    "callbacks.projector.num_images=0",
-    "model.probe=false",
-]
-#: how dim-train's non-finite guard words its stop (dim.methods.base.check_nonfinite)
-NONFINITE = re.compile(r"became (nan|-?inf)\b|non-finite", re.IGNORECASE)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from paper_grid_cells import (  # noqa: E402
+    EVAL_STEPS,
+    GROUPS,
+    NO_MONITORS,
+    NONFINITE,
+    SINGLE_IMAGE,
+    STEPS,
+    Cell,
+    grid_cells,
+    plan,
+)
+
 CHANCE_MARGIN = 1.5  # Y classifying below this times chance (linear and 20-NN) = collapsed
-
-#: dim-eval options per step and budget: "paper" keeps every protocol's own defaults (GPU),
-#: "cpu" shortens the costly ones for two CPU cores, "smoke" is for the script's tests
-EVAL_STEPS: dict[str, dict[str, list[str]]] = {
-    "paper": {
-        "classify": ["eval=[linear,knn,fewshot]", "eval.fewshot.shots=[10]"],
-        "nonlinear": ["eval=[nonlinear]"],
-        "table3": ["eval=[mine,ndm,prior,msssim]", "features=[y]"],
-    },
-    "cpu": {
-        "classify": [
-            "eval=[linear,knn,fewshot]",
-            "eval.fewshot.shots=[10]",
-            "eval.fewshot.seeds=5",
-            "eval.linear.seeds=3",
-            "eval.linear.epochs=15",
-        ],
-        "nonlinear": [
-            "eval=[nonlinear]",
-            "eval.nonlinear.epochs=10",
-            "eval.nonlinear.lr=1e-3",
-            "eval.nonlinear.milestones=[5,8]",
-            "eval.nonlinear.batch_size=128",
-            "eval.nonlinear.last_epochs=2",
-        ],
-        "table3": [
-            "eval=[mine,ndm,prior,msssim]",
-            "features=[y]",
-            "max_train=10000",
-            "eval.ndm.steps=300",
-            "eval.prior.seeds=2",
-            "eval.msssim.epochs=5",
-        ],
-    },
-    "smoke": {
-        "classify": [
-            "eval=[linear,knn,fewshot]",
-            "eval.fewshot.shots=[2]",
-            "eval.fewshot.seeds=2",
-            "eval.fewshot.steps=5",
-            "eval.linear.seeds=1",
-            "eval.linear.epochs=1",
-        ],
-        "nonlinear": [
-            "eval=[nonlinear]",
-            "eval.nonlinear.epochs=1",
-            "eval.nonlinear.last_epochs=1",
-        ],
-        "table3": [
-            "eval=[mine,ndm,prior,msssim]",
-            "features=[y]",
-            "eval.mine.train.max_steps=20",
-            "eval.mine.train.eval_every=10",
-            "eval.ndm.steps=5",
-            "eval.ndm.batch_size=200",
-            "eval.prior.seeds=1",
-            "eval.prior.max_iter=5",
-            "eval.msssim.epochs=1",
-        ],
-    },
-}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One row of the grid: a name, its group and its ``dim-train`` overrides."""
-
-    name: str
-    group: str
-    label: str
-    overrides: tuple[str, ...]
-    single_image: bool = True
-    steps: tuple[str, ...] = ("classify", "nonlinear", "table3")
-    info: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-
-def grid_cells(data: str, batches: list[int], base_batch: int) -> list[Cell]:
-    """Every cell of the grid, in order of priority."""
-    cells = []
-    for obj, olabel in OBJECTIVES.items():
-        for bound, blabel in BOUNDS.items():
-            cells.append(
-                Cell(
-                    f"{obj}-{bound}",
-                    "main",
-                    f"{olabel} {blabel}",
-                    (f"objective={obj}", f"bound={bound}"),
-                    info={"objective": obj, "bound": bound, "gamma0": False},
-                )
-            )
-    for obj, bound in (("global", "jsd"), ("local", "infonce")):
-        cells.append(
-            Cell(
-                f"{obj}-{bound}-gamma0",
-                "prior",
-                f"{OBJECTIVES[obj]} {BOUNDS[bound]}, gamma = 0",
-                (f"objective={obj}", f"bound={bound}", "objective.gamma=0"),
-                info={"objective": obj, "bound": bound, "gamma0": True},
-            )
-        )
-    for bound in BOUNDS:
-        for b in batches:
-            if b == base_batch:
-                continue  # the main cell local-<bound> itself
-            cells.append(
-                Cell(
-                    f"local-{bound}-b{b}",
-                    "negatives",
-                    f"DIM(L) {BOUNDS[bound]}, batch {b}",
-                    ("objective=local", f"bound={bound}", f"data.batch_size={b}"),
-                    steps=("classify", "nonlinear"),
-                    info={"objective": "local", "bound": bound, "batch": b},
-                )
-            )
-    cells.append(
-        Cell(
-            "dim-two-views",
-            "reference",
-            f"dim_{data} preset (DIM(L) NCE, two views)",
-            (),
-            single_image=False,
-            steps=("classify", "nonlinear"),
-        )
-    )
-    cells.append(
-        Cell(
-            "amdim",
-            "reference",
-            f"amdim_{data} preset",
-            (f"experiment=amdim_{data}",),
-            single_image=False,
-            steps=("classify", "nonlinear"),
-        )
-    )
-    return cells
-
-
-def plan(args: argparse.Namespace, cells: list[Cell]) -> list[tuple[Cell, int]]:
-    """(cell, seed) in the order they run: the main grid seed by seed, then the prior rows (every
-    seed), then the negatives and reference rows (first seed)."""
-    chosen = [
-        c for c in cells if c.group in args.groups and (not args.cells or c.name in args.cells)
-    ]
-    order: list[tuple[Cell, int]] = []
-    for seed in args.seeds:
-        order += [(c, seed) for c in chosen if c.group == "main"]
-    for seed in args.seeds:
-        order += [(c, seed) for c in chosen if c.group == "prior"]
-    for group in ("negatives", "reference"):
-        order += [(c, args.seeds[0]) for c in chosen if c.group == group]
-    return order
 
 
 def machine() -> str:
@@ -541,7 +386,9 @@ def main(argv: list[str] | None = None, runner: Runner = run_logged) -> None:
         "set": args.set,
         "eval_budget": args.eval_budget,
         "eval_set": args.eval_set,
+        "eval_steps": EVAL_STEPS[args.eval_budget],
         "preset": args.preset or f"dim_{args.data}",
+        "holdout": args.holdout if args.split == "validation" else None,
     }
     meta = {
         "data": args.data,
