@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dim.errors import DimError
-from dim.methods.base import MethodModule, make_bound
+from dim.methods.base import Groups, MethodModule, make_bound
 from dim.nets.amdim import EmbeddingNet
 from dim.nets.encoders import build_encoder, encoder_config
 from dim.objective.bounds import Bound
@@ -105,16 +104,8 @@ class AMDIMModule(MethodModule):
     }
     PROGRESS = ("mi/1t5", "probe/acc_y")
 
-    def __init__(
-        self,
-        model: dict[str, Any],
-        bound: dict[str, Any],
-        objective: dict[str, Any],
-        optim: dict[str, Any],
-        data: dict[str, Any],
-    ) -> None:
-        super().__init__(optim)
-        self.save_hyperparameters()
+    def build(self, groups: Groups) -> None:
+        model, bound, objective, data = groups
         unknown = sorted(set(objective) - {f"w_{t}" for t in TERMS})
         if unknown:
             raise DimError(

@@ -22,7 +22,7 @@ base does the rest, identically for every method:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -57,15 +57,25 @@ def _no_closure() -> None:
     return None
 
 
-__all__ = ["MethodModule", "NonFiniteLossError", "make_bound"]
+__all__ = ["Groups", "MethodModule", "NonFiniteLossError", "make_bound"]
+
+
+class Groups(NamedTuple):
+    """The config groups a method builds itself from (``optim`` is the base's own)."""
+
+    model: dict[str, Any]
+    bound: dict[str, Any]
+    objective: dict[str, Any]
+    data: dict[str, Any]
 
 
 class MethodModule(pl.LightningModule):
     """The shared base of the methods (see the module docstring).
 
-    Subclasses set ``self.encoder`` before calling :meth:`add_probes`, and define
-    :meth:`compute_losses` (returning ``encoder_loss`` plus any other ``*_loss`` of other
-    optimisers and metrics) and :data:`METRICS` (loss/metric key -> logged name).
+    Subclasses define :meth:`build` (which sets ``self.encoder`` before calling
+    :meth:`add_probes`), :meth:`compute_losses` (returning ``encoder_loss`` plus any other
+    ``*_loss`` of other optimisers and metrics) and :data:`METRICS` (loss/metric key -> logged
+    name).
     """
 
     #: keys of :meth:`compute_losses` output -> logged name under ``train/`` and ``val/``
@@ -77,8 +87,17 @@ class MethodModule(pl.LightningModule):
 
     encoder: Encoder  # set by the subclass before add_probes
 
-    def __init__(self, optim: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: dict[str, Any],
+        bound: dict[str, Any],
+        objective: dict[str, Any],
+        optim: dict[str, Any],
+        data: dict[str, Any],
+    ) -> None:
         super().__init__()
+        # the five config groups: a checkpoint rebuilds its method from them alone
+        self.save_hyperparameters()
         self.automatic_optimization = False
         self.optim_cfg = dict(optim)
         self.probes: OnlineProbes | None = None
@@ -87,6 +106,11 @@ class MethodModule(pl.LightningModule):
         self.nonfinite = NonFiniteWatch()
         self._check_due = False  # read the non-finite record after this step
         self._probe_window: dict[str, Tensor] = {}  # probe hits / labelled since the last log
+        self.build(Groups(model, bound, objective, data))
+
+    def build(self, groups: Groups) -> None:
+        """Check the method's objective and build its encoder, critics and probes."""
+        raise NotImplementedError
 
     def add_probes(self, model: dict[str, Any], data: dict[str, Any]) -> None:
         """Online linear probes on conv / fc / y when the data is labelled (``model.probe``)."""

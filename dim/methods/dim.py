@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dim.errors import DimError
-from dim.methods.base import MethodModule, NonFiniteLossError, make_bound
+from dim.methods.base import Groups, MethodModule, NonFiniteLossError, make_bound
 from dim.nets.critics import (
     ConcatLocalCritic,
     DotLocalCritic,
@@ -89,16 +89,8 @@ class DIMModule(MethodModule):
     PROGRESS = ("mi/local", "probe/acc_y")
     LOSS_OF = {**MethodModule.LOSS_OF, "prior_disc": "prior_discriminator_loss"}
 
-    def __init__(
-        self,
-        model: dict[str, Any],
-        bound: dict[str, Any],
-        objective: dict[str, Any],
-        optim: dict[str, Any],
-        data: dict[str, Any],
-    ) -> None:
-        super().__init__(optim)
-        self.save_hyperparameters()
+    def build(self, groups: Groups) -> None:
+        model, bound, objective, data = groups
         missing = [k for k in ("alpha", "beta", "gamma") if k not in objective]
         if missing:
             raise DimError(
