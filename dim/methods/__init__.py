@@ -22,3 +22,12 @@ def build_method(name: str, **groups: dict[str, Any]) -> MethodModule:
     if name not in METHODS:
         raise DimError(f"unknown method '{name}'; choose method={' or method='.join(METHODS)}")
     return METHODS[name](**groups)
+
+
+def known_metrics() -> list[str]:
+    """The scalar tags any method logs during training and validation (the HParams columns a
+    run without them shows empty, so that runs of every method can share one table)."""
+    names = {name for cls in METHODS.values() for name in cls.METRICS.values()}
+    names |= {f"probe/acc_{tap}" for tap in ("conv", "fc", "y")}
+    tags = {f"{stage}/{name}" for stage in ("train", "val") for name in names}
+    return sorted(tags | {f"val/knn/acc_{tap}" for tap in ("conv", "fc", "y")})

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 from conftest import TINY, run_cli
-from hparams_helpers import hparams_sessions
+from hparams_helpers import hparams_columns, hparams_sessions
 
 AMDIM = ["method=amdim", "model.ndf=4", "model.n_rkhs=8", "model.n_depth=1"]
 
@@ -58,6 +58,16 @@ def test_the_hparams_tab_compares_dim_and_amdim_runs_of_a_sweep(sweep):
     final = _metrics(root / "amdim")["metrics"]
     for tag in ("val/probe/acc_y", "val/knn/acc_y", "val/mi/1t5"):
         assert amdim["metrics"][tag] == pytest.approx(final[tag], abs=1e-6), tag
+
+
+def test_the_hparams_table_of_a_sweep_starts_with_what_it_swept(sweep):
+    root, proc = sweep
+    assert "HParams columns of the sweep" in proc.stderr  # written where the sweep ended
+    names, tags, differs = hparams_columns(root / "sweep")
+    assert names[0] == "bound.name" and differs == ["bound.name"]
+    assert names[1:] == sorted(names[1:]) and "optim.lr" in names  # then the constants
+    assert tags[:3] == ["val/probe/acc_y", "val/knn/acc_y", "val/mi/local"]
+    assert not list((root / "sweep" / "0" / "tensorboard").glob("*.hparams-experiment"))
 
 
 def test_progress_lines_in_a_log_file(sweep):
