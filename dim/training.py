@@ -26,7 +26,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from dim.data.device import DeviceDataModule
 from dim.data.images import ImageDataModule
 from dim.errors import DimError
-from dim.methods import build_method
+from dim.methods import build_method, known_metrics
 from dim.methods.base import MethodModule
 from dim.monitor.progress import progress_callback
 from dim.monitor.records import HParamsRecord, TrainClock
@@ -39,7 +39,7 @@ from dim.run.checkpoints import (
 )
 from dim.run.directory import check_writable_dir, held
 from dim.run.diskio import WriteError, disk_error_in, write_failure, write_text
-from dim.run.hparams import run_hparams
+from dim.run.hparams import launch_of, run_hparams
 from dim.run.precision import resolve_precision
 from dim.run.reliability import (
     AtomicCheckpointIO,
@@ -107,7 +107,8 @@ def build_callbacks(
     if projector and projector.num_images and cfg.logger.name == "tensorboard":
         callbacks.append(EmbeddingProjector(projector.num_images))
     if cfg.logger.name == "tensorboard":  # the run's hyperparameters for the HParams tab
-        callbacks.append(HParamsRecord(run_hparams(cfg)))
+        overrides, sweep_job = launch_of(run_dir)
+        callbacks.append(HParamsRecord(run_hparams(cfg), overrides, sweep_job, known_metrics()))
     if cfg.trainer.get("enable_progress_bar", True):  # rich bar in a terminal, else plain lines
         progress = cfg.callbacks.get("progress")  # absent in the configs of older runs
         callbacks.append(progress_callback(_plain(progress) if progress else None))
