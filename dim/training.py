@@ -28,6 +28,7 @@ from dim.data.images import ImageDataModule
 from dim.errors import DimError
 from dim.methods import build_method, known_metrics
 from dim.methods.base import MethodModule
+from dim.methods.graphed import check_cuda_graph
 from dim.monitor.progress import progress_callback
 from dim.monitor.records import HParamsRecord, TrainClock
 from dim.monitor.visuals import EmbeddingProjector, KNNMonitor, PriorMonitor, TensorBoardVisuals
@@ -171,6 +172,9 @@ def check_devices(cfg: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs CUDA (torch's SyncBatchNorm runs on GPUs only); "
             "add trainer.sync_batchnorm=false to train on CPU processes"
         )
+    if cfg.model.get("cuda_graph"):
+        settings["precision"] = resolve_precision(str(settings.get("precision", "32-true")), on_cpu)
+        check_cuda_graph(_plain(cfg.model), _plain(cfg.optim), settings, torch.cuda.is_available())
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:

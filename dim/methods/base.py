@@ -22,6 +22,7 @@ base does the rest, identically for every method:
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dim.errors import DimError
+from dim.methods.graphed import GraphedStep, check_compile
 from dim.methods.nonfinite import NonFiniteLossError, NonFiniteWatch
 from dim.methods.optimizers import (
     build_adam,
@@ -106,6 +108,7 @@ class MethodModule(pl.LightningModule):
         self.nonfinite = NonFiniteWatch()
         self._check_due = False  # read the non-finite record after this step
         self._probe_window: dict[str, Tensor] = {}  # probe hits / labelled since the last log
+        self.graphed: GraphedStep | None = None  # model.cuda_graph: the step as CUDA graphs
         self.build(Groups(model, bound, objective, data))
 
     def build(self, groups: Groups) -> None:
@@ -121,7 +124,11 @@ class MethodModule(pl.LightningModule):
         """``model.channels_last`` (the encoder in NHWC) and ``model.compile``: the encoder and
         ``nets`` (the critics' networks, where nearly all FLOPs and kernel launches are) are
         compiled in place, so state_dict keys stay those of the plain modules, with
-        ``model.compile_backend`` (default inductor) and ``model.compile_mode``."""
+        ``model.compile_backend`` (default inductor) and ``model.compile_mode``; and
+        ``model.cuda_graph``: the training step replayed as CUDA graphs (:mod:`.graphed`)."""
+        check_compile(model)
+        if model.get("cuda_graph"):
+            self.graphed = GraphedStep(self)
         self.channels_last = bool(model.get("channels_last"))
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
@@ -234,6 +241,8 @@ class MethodModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         """One step with no host read in it (docs/gpu.md): forward, one backward, every
         optimiser's step; policy ``skip`` is the exception (it reads one flag)."""
+        if self.graphed is not None:  # the same step, captured (dim.methods.graphed)
+            return self.graphed.step(batch, batch_idx)
         x, labels = batch
         with trusted_masks():  # the objectives' masks: no value checks, which would read back
             out = self.compute_losses(x, labels)
@@ -263,6 +272,7 @@ class MethodModule(pl.LightningModule):
         # linear warm-up of the encoder's rate (AMDIM: 500 updates), written into its tensor
         warm_up(optimizers[0].optimizer, self.global_step, self._warmup_steps)
         optimizers[0].step()  # encoder + critics: the one step Lightning counts as global_step
+        self.extra_updates()
         self._accumulate_probe_hits(out)
         self._check_due = self._logged_step(batch_idx)
         if self._check_due:
@@ -280,6 +290,14 @@ class MethodModule(pl.LightningModule):
         for optimizer in self.trainer.optimizers:  # a resumed optimiser's rate: a tensor again
             tensor_learning_rates(optimizer)
 
+    def extra_updates(self) -> None:
+        """More updates after the optimisers' steps (DIM: its extra D steps); tensor ops only."""
+
+    def step_variant(self) -> Hashable:
+        """What, besides the batch's shape, makes this step's kernels differ from another's:
+        a captured step (:mod:`.graphed`) keeps one graph per variant."""
+        return None
+
     @property
     def _warmup_steps(self) -> int:
         return int(self.optim_cfg.get("warmup_steps") or 0)
@@ -295,10 +313,12 @@ class MethodModule(pl.LightningModule):
         if not clip or optimizer is not self.trainer.optimizers[0]:
             return
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
-            # fp16 with a fused Adam, which unscales inside its step: Lightning refuses to clip
-            # it, so unscale here (the scaler's step then leaves the gradients alone) and clip
-            scaler.unscale_(optimizer)
+        if getattr(optimizer, "_step_supports_amp_scaling", False):
+            # a fused Adam, which unscales inside its step: Lightning's mixed precision (fp16 and
+            # bf16) refuses to clip it, so unscale here under fp16 (the scaler's step then leaves
+            # the gradients alone) and clip
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, float(clip))
         else:

@@ -223,11 +223,13 @@ class DIMModule(MethodModule):
             return self.gp_weight
         return self.gp_weight * self.gp_every if self.global_step % self.gp_every == 0 else 0.0
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        result = super().training_step(batch, batch_idx)
-        if self.gamma > 0 and self.d_steps > 1 and result is not None:
+    def extra_updates(self) -> None:
+        if self.gamma > 0 and self.d_steps > 1:
             self._extra_d_steps(self.d_steps - 1)
-        return result
+
+    def step_variant(self) -> float | None:
+        """The penalty's weight this step: with ``gp_every > 1``, steps with and without it."""
+        return self._penalty_weight() if self.gamma > 0 else None
 
     def _extra_d_steps(self, n: int) -> None:
         """``n`` more D-only updates on this step's detached Y, each with fresh prior samples.
