@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -94,7 +95,10 @@ def main() -> None:
         f"({torch.get_num_threads()} threads), torch {torch.__version__}."
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"settings": vars(args) | {"runs": str(runs), "out": str(args.out)}, "rows": rows}
+    payload = {
+        "settings": vars(args) | {"runs": os.path.relpath(runs), "out": os.path.relpath(args.out)},
+        "rows": rows,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print("\n" + table + "\n" + settings)
 

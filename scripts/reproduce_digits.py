@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -137,7 +138,10 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n" + settings + "\n")
-    payload = {"settings": vars(args) | {"runs": str(runs), "out": str(args.out)}, "rows": results}
+    payload = {
+        "settings": vars(args) | {"runs": os.path.relpath(runs), "out": os.path.relpath(args.out)},
+        "rows": results,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     print("\n" + table + "\n" + settings)
 

@@ -95,9 +95,20 @@ def train_preset(preset: str, args: argparse.Namespace, runs: Path) -> tuple[Pat
     if proc.returncode != 0:
         sys.exit(f"error: {preset} failed (exit {proc.returncode}); see {runs / f'{preset}.log'}")
     shown = ["dim-train", *cmd[1:]]  # as a user types it, not this machine's venv path
-    stamp.write_text(json.dumps({"wall_s": wall, "command": shlex.join(shown)}))
+    stamp.write_text(json.dumps({"wall_s": wall, "command": relative_command(shown)}))
     log(f"{preset}: {wall / 60:.1f} min")
     return run_dir, wall
+
+
+def relative_command(args: list[str]) -> str:
+    """A command as the docs record it: each absolute path (``/a/b``, ``key=/a/b``) relative to
+    the working directory, so no record carries the paths of the machine that wrote it."""
+
+    def relative(arg: str) -> str:
+        key, sep, value = arg.partition("=") if "=" in arg else ("", "", arg)
+        return f"{key}{sep}{os.path.relpath(value)}" if value.startswith("/") else arg
+
+    return shlex.join(relative(a) for a in args)
 
 
 def train_supervised(run_dim: Path, seconds: float, args: argparse.Namespace, runs: Path) -> Path:
@@ -470,7 +481,8 @@ def main() -> None:
     for preset in args.presets:
         run_dir, wall = train_preset(preset, args, runs)
         trained[preset], walls[preset] = run_dir, wall / 60
-        commands.append(json.loads((run_dir / "reproduce_wall.json").read_text())["command"])
+        recorded = json.loads((run_dir / "reproduce_wall.json").read_text())["command"]
+        commands.append(relative_command(shlex.split(recorded)))  # older stamps: absolute
     first = trained[args.presets[0]]
     models: dict[str, tuple[Path, str]] = {"random init": (first, "random")}
     models.update({name: (run, "trained") for name, run in trained.items()})
@@ -495,7 +507,7 @@ def main() -> None:
         "results": results,
         "wall_min": walls,
         "train_commands": commands,
-        "command": "python " + shlex.join(sys.argv),
+        "command": "python " + relative_command(sys.argv),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
         "total_min": (time.perf_counter() - start) / 60,

@@ -53,6 +53,10 @@ def test_reproduce_writes_the_table_the_plots_and_the_epoch_curves(tmp_path):
         assert len(curves["val/knn/acc_y"]) == 2  # one value per epoch end
         assert all(0 <= v <= 1 for v in curves["val/probe/acc_conv"])
         assert f"experiment={preset}" in " ".join(report["train_commands"])
+    for command in [report["command"], *report["train_commands"]]:  # relative paths only
+        assert not any(
+            a.partition("=")[2 if "=" in a else 0].startswith("/") for a in command.split()
+        )
     md = out.with_suffix(".md").read_text()
     assert "| features | train wall (min) | linear (best layer) | 20-NN on Y |" in md
     assert "accuracy against epochs" in md and "Training commands:" in md
@@ -64,3 +68,19 @@ def test_reproduce_writes_the_table_the_plots_and_the_epoch_curves(tmp_path):
     again = subprocess.run([*cmd, "--skip-train"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(out.with_suffix(".json").read_text())["results"] == report["results"]
+
+
+def test_recorded_commands_carry_relative_paths_only(monkeypatch, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "repro", ROOT / "scripts/reproduce_fashion_mnist.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    args = ["dim-train", "experiment=x", f"data.data_dir={tmp_path / 'data'}", "--runs", "r/s"]
+    got = script.relative_command([*args, str(tmp_path / "work" / "runs")])
+    assert got == "dim-train experiment=x data.data_dir=../data --runs r/s runs"
