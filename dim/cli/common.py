@@ -8,13 +8,16 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dim.cli.outputs import RunDirUse, decide
 from dim.errors import DimError
 
 EXIT_USER_ERROR = 2
@@ -58,6 +61,24 @@ def _remove_if_only_hydra_litter(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def leave_nothing(out: Path) -> None:
+    """After a failed or interrupted command: release its lock of run dir ``out`` (ours only:
+    another holder's run stays) and remove the run dir if it holds nothing but what Hydra wrote,
+    with the folders above it that the lock created."""
+    from dim.run import directory as rundir
+
+    lock = rundir.held(out)
+    created = list(lock.created) if lock is not None else []
+    rundir.release_run_dir(out)
+    _remove_if_only_hydra_litter(out)
+    for folder in created:  # deepest first
+        try:
+            if folder.exists():
+                folder.rmdir()  # only when empty
+        except OSError:
+            break
+
+
 def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Wrap a Hydra task: a :class:`DimError` prints ``error: <message>`` and exits with code 2.
 
@@ -67,28 +88,89 @@ def user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> Any:
-        from dim.run import directory as rundir
         from dim.run import diskio
 
         try:
+            from dim.cli.value_types import check_overrides
+
+            check_overrides(cfg)  # a value of the wrong type: one line naming key and type
             return task(cfg)
         except Exception as exc:
             # a full disk, an I/O error (also one Lightning's clean-up ran into): one line too
             storage = None if isinstance(exc, DimError) else diskio.disk_error_in(exc)
             if not isinstance(exc, DimError) and storage is None:
                 raise
-            try:
-                out = run_dir()
-            except Exception:  # no Hydra context (called from Python): nothing to clean
-                out = None
+            out = _output_dir()
             err = exc if storage is None else diskio.write_failure(storage, out)
             print(f"error: {err}", file=sys.stderr)
             if out is not None:
-                rundir.release_run_dir(out)  # our lock only: another holder's run stays
-                _remove_if_only_hydra_litter(out)
+                leave_nothing(out)
             sys.exit(getattr(err, "exit_code", EXIT_USER_ERROR))
 
     return wrapper
+
+
+class Interrupted(BaseException):
+    """SIGTERM during a command that stops at once (a BaseException, as KeyboardInterrupt is:
+    no ``except Exception`` on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def interruptible(command: str) -> Callable[[Callable[[DictConfig], Any]], Any]:
+    """Wrap a Hydra task (dim-eval, dim-embed, dim-mine) so that SIGTERM or SIGINT (Ctrl-C)
+    stops it with one line and exit code 128 + signal.
+
+    These commands hold no state worth saving: they stop where they are.  Every file they write
+    goes through :func:`dim.run.diskio.atomic_write` (a temporary file renamed over the target),
+    so an interrupted write leaves the previous file or none, never half of one; a run dir that
+    holds nothing but Hydra's files is removed, as after an error.  Use it under
+    :func:`user_errors`.
+    """
+
+    def wrap(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+        @functools.wraps(task)
+        def wrapper(cfg: DictConfig) -> Any:
+            def stop(signum: int, frame: Any) -> None:
+                raise Interrupted(signum)
+
+            main = threading.current_thread() is threading.main_thread()
+            before = (
+                {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+            )
+            try:
+                return task(cfg)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+                for s in before:  # a second signal during the clean-up: the default action
+                    signal.signal(s, signal.SIG_DFL)
+                out = _output_dir()
+                if out is not None:
+                    leave_nothing(out)
+                print(
+                    f"{command} interrupted by {signal.Signals(signum).name}: stopped before it "
+                    "finished; nothing was half-written (each file is written whole or not at "
+                    "all)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sys.exit(128 + signum)
+            finally:
+                for s, handler in before.items():
+                    signal.signal(s, handler)
+
+        return wrapper
+
+    return wrap
+
+
+def _output_dir() -> Path | None:
+    try:
+        return run_dir()
+    except Exception:  # no Hydra context (called from Python): nothing to clean
+        return None
 
 
 def _fail(message: str) -> None:
@@ -151,10 +233,13 @@ def launch(
     config_module: str,
     config_name: str,
     prepare_argv: Callable[[list[str]], list[str]] | None = None,
+    use: RunDirUse | None = None,
 ) -> None:
     """Run a Hydra task; bad input on the command line is a one-line error with exit code 2.
 
-    ``prepare_argv`` rewrites the command line first (it raises :class:`DimError` on bad input).
+    ``prepare_argv`` rewrites the command line first (it raises :class:`DimError` on bad input);
+    then :func:`dim.cli.outputs.decide` reads it as Hydra does, refuses a run dir (``use``: how
+    the command writes one) that would overwrite a run, locks it and pins it for Hydra.
     Hydra's own composition errors (a misspelt key, an unknown group option, a malformed
     override) become ``error: unknown config key 'trainer.max_epoch' (did you mean
     trainer.max_epochs?) ...`` instead of Hydra's block; ``HYDRA_FULL_ERROR=1`` keeps Hydra's.
@@ -168,6 +253,7 @@ def launch(
     argv = sys.argv[1:]
     try:
         argv = prepare_argv(argv) if prepare_argv else argv
+        argv = decide(argv, config_module, config_name, use)
     except DimError as err:
         from dim.run import directory as rundir
 

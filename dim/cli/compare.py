@@ -119,7 +119,16 @@ def compare(argv: list[str]) -> int:
     for out in (args.csv, args.json):
         _check_out(out, args.overwrite)
     paths = _expand(args.paths)
-    run_dirs, eval_files = find_runs(paths)
+    run_dirs, eval_files, torn = find_runs(paths)
+    if torn and not run_dirs:
+        path, why = next(iter(torn.items()))
+        more = f" (and {len(torn) - 1} more run dirs like it)" if len(torn) > 1 else ""
+        raise DimError(
+            f"{path} is a run whose .hydra/config.yaml is torn ({why}){more}; no readable "
+            "training runs to compare"
+        )
+    for path, why in torn.items():  # the others are compared
+        print(f"warning: {path}: its .hydra/config.yaml is torn ({why}); skipped", file=sys.stderr)
     if not run_dirs:
         raise DimError(
             f"no training runs found in {', '.join(args.paths)} (a run dir holds "

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from dim.cli.common import (
     check_out,
     data_choice,
+    interruptible,
     launch,
     patch_data_keys,
     remove_empty_dirs,
@@ -67,6 +68,7 @@ def embed(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="embed")
 @user_errors
+@interruptible("dim-embed")
 def _task(cfg: DictConfig) -> None:
     try:
         embed(cfg)

@@ -6,17 +6,24 @@ Before Hydra composes the config, the command line is made Hydra-friendly:
   list ``eval=[linear,knn]``; ``eval=all`` selects every protocol; unknown names are refused;
 - ``data.key=value`` becomes ``++data.key=value``, so a key of the *run's* data config (which is
   not part of this config tree) can be patched without choosing a whole ``data=<name>`` group;
-- an explicit ``hydra.run.dir`` that already holds an ``eval.json`` is refused (never overwrite).
+- a ``hydra.run.dir`` that already holds a run (an ``eval.json``, a training run) is refused, in
+  any spelling (:mod:`dim.cli.outputs`): nothing is overwritten.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import data_choice, launch, patch_data_keys, run_dir, user_errors
+from dim.cli.common import (
+    data_choice,
+    interruptible,
+    launch,
+    patch_data_keys,
+    run_dir,
+    user_errors,
+)
+from dim.cli.outputs import RunDirUse
 from dim.errors import DimError
 from dim.eval.registry import PROTOCOLS
 
@@ -28,7 +35,7 @@ def _split_names(value: str) -> list[str]:
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
-    """Rewrite ``eval=`` lists and ``data.`` patches; refuse to overwrite an eval run dir."""
+    """Rewrite ``eval=`` lists and ``data.`` patches."""
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -45,17 +52,13 @@ def prepare_argv(argv: list[str]) -> list[str]:
             arg = f"eval=[{','.join(dict.fromkeys(names))}]"
         elif sep and key.startswith("data."):
             arg = patch_data_keys(arg)
-        elif sep and key == "hydra.run.dir" and (Path(value).expanduser() / "eval.json").exists():
-            raise DimError(
-                f"{value} already holds an eval.json; choose another hydra.run.dir "
-                "(nothing was overwritten)"
-            )
         out.append(arg)
     return out
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="eval")
 @user_errors
+@interruptible("dim-eval")
 def _task(cfg: DictConfig) -> None:
     from dim.eval.runner import evaluate
 
@@ -76,7 +79,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console script ``dim-eval``."""
-    launch(_task, "dim.configs", "eval", prepare_argv)
+    launch(_task, "dim.configs", "eval", prepare_argv, RunDirUse("dim-eval"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dim.cli.common import check_out, launch, remove_empty_dirs, run_dir, user_errors
+from dim.cli.common import (
+    check_out,
+    interruptible,
+    launch,
+    remove_empty_dirs,
+    run_dir,
+    user_errors,
+)
 from dim.errors import DimError
 
 
@@ -45,6 +52,7 @@ def export(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="export")
 @user_errors
+@interruptible("dim-export")
 def _task(cfg: DictConfig) -> None:
     try:
         export(cfg)

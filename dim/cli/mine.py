@@ -15,7 +15,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from dim.cli.common import launch, run_dir, user_errors
+from dim.cli.common import interruptible, launch, run_dir, user_errors
+from dim.cli.outputs import RunDirUse
 from dim.errors import DimError
 from dim.mine.run import CONFIG_MODULE, register_bound_configs, summary
 
@@ -49,6 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs.mine", config_name="mine")
 @user_errors
+@interruptible("dim-mine")
 def _task(cfg: DictConfig) -> None:
     run(cfg)
 
@@ -56,7 +58,7 @@ def _task(cfg: DictConfig) -> None:
 def main() -> None:
     """Console script ``dim-mine``."""
     register_bound_configs()  # here, not at import: Hydra's ConfigStore is process-wide
-    launch(_task, CONFIG_MODULE, "mine", prepare_argv)
+    launch(_task, CONFIG_MODULE, "mine", prepare_argv, RunDirUse("dim-mine"))
 
 
 if __name__ == "__main__":

@@ -1,87 +1,56 @@
 """``dim-train``: the Hydra entry point of DIM training (config in, :func:`dim.training.train`).
 
-Two things happen before Hydra composes the config, because Hydra creates and writes the run dir
-before our task function runs:
+Before Hydra composes the config (Hydra creates and writes the run dir before our task function
+runs), :func:`dim.cli.outputs.decide` reads the command line as Hydra does, whatever the spelling:
 
-- ``resume=<run_dir>`` is turned into ``hydra.run.dir=<run_dir>`` (same dir) with Hydra's own
-  files going to ``.hydra/resume_<time>/``, so the run's original ``.hydra/`` stays untouched;
-- an explicit ``hydra.run.dir`` that already holds a run is refused (nothing is overwritten).
+- ``resume=<run_dir>`` becomes ``hydra.run.dir=<run_dir>`` (same dir) with Hydra's own files
+  going to ``.hydra/resume_<time>/``, so the run's original ``.hydra/`` stays untouched;
+- a ``hydra.run.dir`` that already holds a run is refused (nothing is overwritten), one in use by
+  another process too; otherwise it is locked before Hydra writes into it.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import datetime
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from dim.cli.common import launch, run_dir, user_errors
+from dim.cli.outputs import RunDirUse, launched_child, parse_overrides
 from dim.cli.presets import rewrite_argv
 from dim.errors import DimError
 from dim.run.directory import lock_run_dir
 from dim.run.diskio import write_text
 
 GROUPS = ("data", "model", "bound", "objective", "optim", "trainer", "logger", "callbacks", "paths")
-
-
-def _arg(argv: list[str], key: str) -> str | None:
-    for a in argv:
-        if a.startswith(key + "="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def _is_launched_child() -> bool:
-    # Lightning's DDP launcher re-runs this command in child processes with LOCAL_RANK set;
-    # torchrun and SLURM set RANK / SLURM_PROCID for every process of the job.
-    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK")
-    return (rank or "0") != "0"
-
-
-def holds_run(path: Path) -> bool:
-    return any((path / name).exists() for name in ("checkpoints", "metrics.json", "encoder.pt"))
+USE = RunDirUse("dim-train", resume=True)
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
-    """Rewrite ``resume=`` into Hydra run-dir overrides; refuse to overwrite an existing run."""
+    """Paper-row names -> preset + overrides; a DDP child process writes nothing of its own."""
     argv = rewrite_argv(argv)  # experiment=<paper-row name> -> preset + overrides
-    if _is_launched_child():  # write nothing of its own: Hydra's job log goes to stdout
+    if launched_child():  # Hydra's job log goes to stdout; the run dir is the parent's
         return [*argv, "hydra/job_logging=stdout", "hydra.output_subdir=null"]
-    resume = _arg(argv, "resume")
-    # One writer per run dir: its lock is taken before Hydra writes anything into it (not for
-    # --cfg / --help, which write nothing; a sweep's jobs lock their own dirs in _task).
-    lock = not any(a.startswith("-") for a in argv)
-    if resume not in (None, "", "null"):
-        run = Path(resume).expanduser().resolve()
-        if not (run / ".hydra" / "config.yaml").is_file():
-            raise DimError(f"resume={resume} is not a dim run directory (no .hydra/config.yaml)")
-        if lock:  # a live writer comes first: it may not have written its first checkpoint yet
-            lock_run_dir(run)
-        if not any((run / "checkpoints").glob("*.ckpt")):
-            raise DimError(f"resume={resume}: the run has no checkpoints/last.ckpt to resume from")
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        argv = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir="))]
-        return argv + [f"hydra.run.dir={run}", f"hydra.output_subdir=.hydra/resume_{stamp}"]
-    explicit = _arg(argv, "hydra.run.dir")
-    if explicit and holds_run(Path(explicit).expanduser()):
-        raise DimError(
-            f"{explicit} already holds a run; continue it with resume={explicit} or choose "
-            "another hydra.run.dir (nothing was overwritten)"
-        )
-    if explicit and lock:
-        lock_run_dir(Path(explicit).expanduser())
     return argv
 
 
 def resumed_config(run: Path, overrides: list[str]) -> DictConfig:
-    """The run's own resolved config, plus key overrides such as ``trainer.max_epochs=20``."""
+    """The run's own resolved config, plus key overrides such as ``trainer.max_epochs=20``
+    (applied as Hydra applies them: parsed by its override parser, ``++`` adds a key)."""
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    keys = [o for o in overrides if not o.startswith("resume=")]
+    if not isinstance(cfg, DictConfig):
+        raise DimError(f"resume={run}: its .hydra/config.yaml holds no settings")
+    keys = [o for o in parse_overrides(overrides) if o.key_or_group != "resume"]
     groups = [
-        o for o in keys if o.split("=", 1)[0].lstrip("+~") in GROUPS or "." not in o.split("=")[0]
+        o.input_line
+        for o in keys
+        if o.key_or_group in GROUPS
+        or "." not in o.key_or_group
+        or o.package is not None
+        or o.is_delete()
+        or o.is_sweep_override()
     ]
     if groups:
         raise DimError(
@@ -90,14 +59,19 @@ def resumed_config(run: Path, overrides: list[str]) -> DictConfig:
         )
     OmegaConf.set_struct(cfg, True)
     try:
-        merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(keys))
+        for o in keys:
+            if o.is_add() or o.is_force_add():
+                with open_dict(cfg):
+                    OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True, force_add=True)
+            else:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
     except OmegaConfBaseException as err:
+        lines = [o.input_line for o in keys]
         raise DimError(
-            f"cannot apply {keys} to the resumed run: {str(err).splitlines()[0]}"
+            f"cannot apply {lines} to the resumed run: {str(err).splitlines()[0]}"
         ) from None
-    assert isinstance(merged, DictConfig)  # merging into a DictConfig gives a DictConfig
-    merged.resume = str(run)
-    return merged
+    cfg.resume = str(run)
+    return cfg
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dim.configs", config_name="train")
@@ -143,7 +117,7 @@ def sweep_value(cfg: DictConfig, metrics: dict) -> float | None:
 
 def main() -> None:
     """Console script ``dim-train``."""
-    launch(_task, "dim.configs", "train", prepare_argv)
+    launch(_task, "dim.configs", "train", prepare_argv, USE)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,8 @@ def _existing(path: str | Path, what: str) -> Path:
     p = Path(path).expanduser()
     if not str(path):
         raise DimError(f"no {what} given")
+    if p.is_dir():
+        raise DimError(f"{what} {p.resolve()} is a directory; give a file in it")
     if not p.is_file():
         raise DimError(f"{what} not found: {p.resolve()}")
     return p
@@ -227,7 +230,11 @@ def load_csv(
         raise DimError(f"{p} is empty")
     xi = [_column_index(c, header, p) for c in x_cols]
     yi = [_column_index(c, header, p) for c in y_cols]
-    table = np.genfromtxt(p, delimiter=delimiter, skip_header=1, usecols=xi + yi, ndmin=2)
+    with warnings.catch_warnings():  # "Empty input file": said below, in one line
+        warnings.simplefilter("ignore", UserWarning)
+        table = np.genfromtxt(p, delimiter=delimiter, skip_header=1, usecols=xi + yi, ndmin=2)
+    if table.size == 0:  # a header and no rows (genfromtxt then gives an empty array)
+        raise DimError(f"{p} holds a header line but no rows of data")
     text = [c for j, c in enumerate(xi + yi) if np.isnan(table[:, j]).all() and len(table)]
     if text:
         raise DimError(f"column '{header[text[0]]}' of {p.name} holds no numbers")
@@ -243,6 +250,8 @@ def _file_format(d: Any) -> str:
         return "npy"
     if not d.path:
         raise DimError(f"no data given; {FILE_HINT}")
+    if Path(str(d.path)).expanduser().is_dir():
+        _existing(d.path, "data file")  # says it is a directory
     suffix = Path(d.path).suffix.lower()
     if suffix in (".npz", ".csv"):
         return suffix[1:]
@@ -252,6 +261,13 @@ def _file_format(d: Any) -> str:
         f"cannot tell the format of '{d.path}' from its suffix; use .npz or .csv, or set "
         "data.format=npz|csv"
     )
+
+
+def _columns(spec: Any) -> list[str | int]:
+    """``data.x_cols`` as a list: ``a`` and ``[a]`` alike (not the letters of ``ab``)."""
+    if spec is None:
+        return []
+    return [spec] if isinstance(spec, str | int) else list(spec)
 
 
 def load_pairs(d: Any) -> Pairs:
@@ -274,7 +290,7 @@ def load_pairs(d: Any) -> Pairs:
     if not d.path:
         raise DimError(f"data.path is not set; {FILE_HINT}")
     delimiter = "\t" if str(d.path).lower().endswith(".tsv") else d.delimiter
-    x, y = load_csv(d.path, list(d.x_cols), list(d.y_cols), delimiter)
+    x, y = load_csv(d.path, _columns(d.x_cols), _columns(d.y_cols), delimiter)
     return Pairs(x, y, None, str(d.path))
 
 

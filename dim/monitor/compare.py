@@ -62,6 +62,32 @@ def is_training_run(path: Path) -> bool:
     return isinstance(cfg, dict) and "trainer" in cfg and "model" in cfg
 
 
+#: what training leaves in a run dir besides its config
+TRAINING_OUTPUTS = ("checkpoints", "metrics.json", "encoder.pt")
+
+
+def torn_config(path: Path) -> str | None:
+    """Why the ``.hydra/config.yaml`` of a run dir cannot be read as dim-train's (cut off by a
+    full disk or a copy, edited by hand), or None when it can or the dir is no training run (a
+    dim-eval run dir holds no ``trainer``)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"))
+    except Exception as err:
+        return f"it does not parse: {' '.join(str(err).split())[:120]}"
+    trained = any((path / name).exists() for name in TRAINING_OUTPUTS)
+    if not isinstance(cfg, dict):
+        return "it holds no settings" if trained or cfg is not None else "it is empty"
+    if "trainer" not in cfg and not trained:
+        return None
+    for key, inner in (("model", "encoder"), ("trainer", "max_epochs"), ("trainer", "max_steps")):
+        node = cfg.get(key)
+        if not isinstance(node, dict) or inner not in node:
+            return f"it ends before {key}.{inner}"
+    return None
+
+
 def _lookup(cfg: dict[str, Any], dotted: str) -> Any:
     node: Any = cfg
     for part in dotted.split("."):
@@ -187,16 +213,21 @@ def read_evals(run: Path) -> dict[str, float | None]:
     return out
 
 
-def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(training run dirs, eval.json files) at or below ``paths`` (hidden folders skipped)."""
+def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path], dict[Path, str]]:
+    """(training run dirs, eval.json files, run dirs whose config is torn -> why) at or below
+    ``paths`` (hidden folders skipped)."""
     runs: dict[Path, None] = {}
     evals: dict[Path, None] = {}
+    torn: dict[Path, str] = {}
     for top in paths:
         stack = [top]
         while stack:
             here = stack.pop()
             if (here / ".hydra" / "config.yaml").is_file():
-                if is_training_run(here):
+                why = torn_config(here)
+                if why is not None:
+                    torn[here.resolve()] = why
+                elif is_training_run(here):
                     runs[here.resolve()] = None
                 elif (here / "eval.json").is_file():
                     evals[(here / "eval.json").resolve()] = None
@@ -207,7 +238,7 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
             stack.extend(
                 c for c in reversed(children) if not c.name.startswith(".") and c.name != EVALS_DIR
             )
-    return list(runs), list(evals)
+    return list(runs), list(evals), torn
 
 
 def attach_evals(runs: list[Run], eval_files: list[Path]) -> None:

@@ -170,6 +170,7 @@ class RunLock:
         self.holder: Holder | None = None
         self.lost: str | None = None  # set by the heartbeat when another process took the run
         self.created_dir = False
+        self.created: list[Path] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,7 +178,14 @@ class RunLock:
     def acquire(self) -> RunLock:
         """Take the lock; :class:`RunDirBusy` names the live holder; a stale lock is taken over
         (one ``note:`` line on stderr); a directory that cannot hold it is a one-line error."""
-        self.created_dir = not self.run_dir.exists()
+        # the run dir and the folders above it that do not exist yet, deepest first: removed
+        # again on release while empty (a refused command leaves no folder behind)
+        self.created = []
+        for folder in (self.run_dir, *self.run_dir.parents):
+            if folder.exists():
+                break
+            self.created.append(folder)
+        self.created_dir = bool(self.created)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -288,8 +296,8 @@ class RunLock:
         return self.holder is not None and theirs is not None and theirs.token == self.holder.token
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lock if it is still ours (and the run dir if this
-        lock created it and nothing else was written)."""
+        """Stop the heartbeat and remove the lock if it is still ours (and the run dir and the
+        folders above it that this lock created, while nothing else was written there)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
@@ -300,11 +308,11 @@ class RunLock:
             except OSError:
                 pass
         self.holder = None
-        if self.created_dir:
+        for folder in self.created:
             try:
-                self.run_dir.rmdir()  # only when empty
+                folder.rmdir()  # only when empty
             except OSError:
-                pass
+                break
 
 
 # ---- the locks this process holds (the CLI takes one early and releases it at exit) ----

@@ -19,7 +19,8 @@ from conftest import TINY, run_cli
 from disk_helpers import read_only_dir  # noqa: F401  (a fixture)
 
 import dim.run.directory as rundir
-from dim.cli.train import prepare_argv
+from dim.cli.outputs import decide
+from dim.cli.train import USE
 from dim.errors import DimError
 from dim.run.directory import Holder, RunDirBusy, RunLock, stale_reason
 from dim.run.reliability import LockWatch
@@ -196,16 +197,17 @@ def test_only_the_rank_zero_process_takes_the_lock(tiny_run, tmp_path, monkeypat
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LOCAL_RANK", "1")  # a DDP child started by Lightning's launcher
-    prepare_argv([f"resume={run}"])
+    decide([f"resume={run}"], "dim.configs", "train", USE)
     assert not (run / ".lock").exists()
     monkeypatch.delenv("LOCAL_RANK")
     try:
-        prepare_argv([f"resume={run}"])
+        decide([f"resume={run}"], "dim.configs", "train", USE)
         assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
     finally:
         rundir.release_all()
     assert not (run / ".lock").exists()
-    prepare_argv([f"resume={run}", "--cfg", "job"])  # prints the config: writes nothing
+    # --cfg prints the config: it writes nothing
+    decide([f"resume={run}", "--cfg", "job"], "dim.configs", "train", USE)
     assert not (run / ".lock").exists()
 
 
