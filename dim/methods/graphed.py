@@ -151,7 +151,8 @@ def capture(
         opt.zero_grad(set_to_none=True)
     torch.clear_autocast_cache()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
+    # thread_local: a DataLoader's pin-memory thread may allocate pinned memory meanwhile
+    with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
         outputs = step()
     kept = [p.grad for opt in optimizers for group in opt.param_groups for p in group["params"]]
     return CapturedGraph(graph, outputs, kept)
