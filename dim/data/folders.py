@@ -344,6 +344,11 @@ def tiny_imagenet(cfg: dict[str, Any]) -> Splits:
         )
     train_paths, train_labels, val_paths, val_labels, n_classes = _tiny_files(base)
     on_error = str(cfg.get("on_error", "fail"))
+    if cfg.get("cache", True):  # decoded once (dim/data/cache.py), as data=folder
+        cfg = {"on_error": on_error, **cfg}
+        train, val = (train_paths, train_labels), (val_paths, val_labels)
+        roots = [base / "train", base / "val"]
+        return cached_splits(cfg, "tiny_imagenet", roots, train, val, n_classes)
     train_tf, eval_tf = split_transforms(cfg, "tiny_imagenet")
     return Splits(
         ImageList(train_paths, train_labels, train_tf, on_error),

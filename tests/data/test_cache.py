@@ -182,3 +182,11 @@ def test_dim_train_on_a_folder_with_data_on_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "decoding 24 images" in proc.stderr
     assert any(p.suffix == ".npy" for p in (tmp_path / "cache").iterdir())
+
+
+def test_an_unusable_cache_dir_is_one_line(tmp_path, folder_cfg):
+    (tmp_path / "file").write_text("not a folder")
+    _, cfg = setup(tmp_path, folder_cfg, cache_dir=str(tmp_path / "file" / "cache"))
+    with pytest.raises(DimError, match=r"data.cache_dir: cannot create .*data.cache=false") as err:
+        ImageDataModule(cfg)
+    assert "\n" not in str(err.value)
