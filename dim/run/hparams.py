@@ -306,10 +306,12 @@ def _scalar(value: Any) -> Scalar:
 
 
 def write_sweep_record(sweep_dir: Path, known_metrics: Sequence[str] = ()) -> Path | None:
-    """The experiment record of a finished sweep, in ``<sweep_dir>/tensorboard/``: the keys whose
-    values differ between its runs first, then the constants; the runs' final metrics (their
-    ``metrics.json``) by importance, then ``known_metrics``.  None when no run recorded hparams."""
+    """The experiment record of a finished sweep, in ``<sweep_dir>/tensorboard/``: the keys its
+    command lines varied first (without those, every key whose value differs), then the rest;
+    the runs' final metrics (their ``metrics.json``) by importance, then ``known_metrics``.
+    None when no run recorded hparams."""
     runs: list[dict[str, Scalar]] = []
+    overrides: list[dict[str, str]] = []
     metrics: set[str] = set()
     for job in sorted(p for p in sweep_dir.iterdir() if (p / "tensorboard").is_dir()):
         if job.name == "tensorboard":
@@ -318,6 +320,8 @@ def write_sweep_record(sweep_dir: Path, known_metrics: Sequence[str] = ()) -> Pa
         if hparams is None:
             continue
         runs.append(hparams)
+        given, _ = launch_of(job)
+        overrides.append(dict(o.partition("=")[::2] for o in given))
         try:
             metrics |= set(json.loads((job / "metrics.json").read_text())["metrics"])
         except (OSError, ValueError, KeyError):
@@ -329,9 +333,15 @@ def write_sweep_record(sweep_dir: Path, known_metrics: Sequence[str] = ()) -> Pa
     differ = [
         k for k in keys if len({repr(v) for v in values[k]}) > 1 or len(values[k]) < len(runs)
     ]
+    # the keys the sweep varied on its command line lead; keys that follow from them (optim.d_lr
+    # from optim.lr) go with the constants, which TensorBoard lists by name after them
+    varied = sorted({k for o in overrides for k in o if len({x.get(k) for x in overrides}) > 1})
+    given = [f"{k}={overrides[0].get(k, '')}" for k in varied]
+    swept = [k for k in command_line_keys(given, dict.fromkeys(keys, 0)) if k in differ]
     own = order_metrics(metrics)
     tags = own + [t for t in order_metrics(known_metrics) if t not in set(own)]
-    return write_experiment(sweep_dir / "tensorboard", experiment_summary(values, differ, tags))
+    summary = experiment_summary(values, swept or differ, tags)
+    return write_experiment(sweep_dir / "tensorboard", summary)
 
 
 def launch_of(run_dir: Path) -> tuple[list[str], bool]:

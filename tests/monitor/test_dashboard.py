@@ -15,9 +15,13 @@ from dim.run.hparams import session_records, write_sweep_record
 CONSTANTS = {f"model.key_{i:02d}": i for i in range(12)} | {"data.name": "digits"}
 
 
-def fake_job(job, hparams, metrics):
-    """A finished job of a sweep as dim-train leaves it: session records, metrics.json."""
+def fake_job(job, hparams, metrics, overrides):
+    """A finished job of a sweep as dim-train leaves it: session records, metrics.json, Hydra's
+    record of its command line."""
     (job / "tensorboard").mkdir(parents=True)
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
     writer = FileWriter(str(job / "tensorboard"))
     for record in session_records(hparams):
         writer.add_summary(record)
@@ -34,12 +38,14 @@ def test_a_two_key_sweep_shows_its_swept_keys_then_metrics_then_constants(tmp_pa
     jobs = [(b, lr) for b in ("jsd", "infonce") for lr in (1e-4, 2e-4)]
     for i, (bound, lr) in enumerate(jobs):
         hparams = {**CONSTANTS, "optim.lr": lr, "bound.name": bound, "a.first": "same"}
-        fake_job(sweep / str(i), hparams, metrics)
+        hparams["optim.d_lr"] = lr  # follows optim.lr (an interpolation): not a swept key
+        given = ["data=digits", f"bound={bound}", f"optim.lr={lr}"]
+        fake_job(sweep / str(i), hparams, metrics, given)
     written = write_sweep_record(sweep, ["val/mi/1t5", "val/probe/acc_y"])
     assert written is not None and written.parent == sweep / "tensorboard"
     names, tags, differs = hparams_columns(sweep)
     assert names[:2] == ["bound.name", "optim.lr"] and differs == ["bound.name", "optim.lr"]
-    assert names[2:] == sorted(["a.first", *CONSTANTS])  # then the constants ("a.first" too)
+    assert names[2:] == sorted(["a.first", "optim.d_lr", *CONSTANTS])  # then the others
     assert tags == [
         "val/probe/acc_y", "val/knn/acc_y", "val/mi/local", "val/probe/acc_conv",
         "train/loss/encoder_total", "val/mi/1t5",  # the runs' own first, then the known ones
