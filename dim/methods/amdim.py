@@ -29,7 +29,7 @@ from dim.errors import DimError
 from dim.methods.base import Groups, MethodModule, make_bound
 from dim.nets.amdim import EmbeddingNet
 from dim.nets.encoders import build_encoder, encoder_config
-from dim.objective.bounds import Bound
+from dim.objective.bounds import Bound, infonce_bound, score_penalty, tanh_clip
 from dim.objective.distributed import gather_with_grad
 from dim.objective.terms import ScoreOptions, TermOutput, apply_bound
 
@@ -80,7 +80,28 @@ def view_nce(
     row_image = torch.arange(n, device=scores.device).repeat_interleave(per_image)
     cand_image = torch.arange(n, device=scores.device).repeat_interleave(locations)
     mask = row_image[:, None] == cand_image[None, :]
+    if bound is infonce_bound and n > 1:
+        return block_infonce(scores.float(), mask, n, opts or ScoreOptions())
     return apply_bound(scores.float(), mask, bound, opts or ScoreOptions())
+
+
+def block_infonce(scores: Tensor, mask: Tensor, n: int, opts: ScoreOptions) -> TermOutput:
+    """``apply_bound(scores, mask, infonce_bound, opts)`` for AMDIM's block-structured scores.
+
+    Image b's positives are the diagonal block b of ``scores`` viewed as ``(n, K, n, L)``, so
+    they are read as a strided view: no boolean indexing (a search for the mask's entries and a
+    scatter in the backward) and no full-size ``logaddexp``.  Same value as the generic path up
+    to the order of the sums."""
+    clipped = tanh_clip(scores, opts.tclip)
+    per_image, locations = scores.shape[0] // n, scores.shape[1] // n
+    pos = torch.diagonal(clipped.view(n, per_image, n, locations), dim1=0, dim2=2)  # (K, L, n)
+    neg_lse = torch.logsumexp(clipped.masked_fill(mask, float("-inf")), dim=-1)  # (n * K,)
+    neg_lse = neg_lse.view(n, per_image).T.unsqueeze(1)  # (K, 1, n)
+    loss = -(pos - torch.logaddexp(pos, neg_lse)).mean()
+    mi = (math.log1p((n - 1) * locations) - loss).detach()  # every row: (n - 1) L negatives
+    if opts.score_reg > 0:
+        loss = loss + opts.score_reg * score_penalty(scores)
+    return TermOutput(loss=loss, mi=mi)
 
 
 class AMDIMModule(MethodModule):

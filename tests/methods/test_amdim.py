@@ -11,10 +11,10 @@ import torch
 from dim.data.images import ImageDataModule
 from dim.data.views import ViewOptions, make_views
 from dim.errors import DimError
-from dim.methods.amdim import TERMS, AMDIMModule, view_nce
+from dim.methods.amdim import TERMS, AMDIMModule, block_infonce, view_nce
 from dim.nets.encoders import build_encoder
 from dim.objective.bounds import get_bound
-from dim.objective.terms import ScoreOptions
+from dim.objective.terms import ScoreOptions, apply_bound
 
 SMALL = dict(encoder="amdim", ndf=8, n_rkhs=16, y_dim=16, n_depth=1, tclip=20.0, score_reg=0.05)
 DIGITS = dict(channels=1, image_size=32, num_classes=10)
@@ -54,6 +54,26 @@ def test_view_nce_equals_the_hand_computed_loss():
     # the estimate is log(1 + negatives) - the InfoNCE loss (without the regulariser)
     nce = sum(terms) / len(terms)
     assert out.mi.item() == pytest.approx(math.log(3) - nce, abs=1e-6)
+
+
+@pytest.mark.parametrize("n, per_image, locations", [(5, 1, 25), (4, 3, 9), (2, 25, 1)])
+def test_block_infonce_equals_the_generic_bound(n, per_image, locations):
+    """AMDIM's InfoNCE reads the positives as the diagonal blocks of the scores: the same loss,
+    estimate and gradient as the generic bound, which finds them through the mask."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(n * per_image, n * locations, generator=g) * 8  # tclip 20 acts
+    rows = torch.arange(n).repeat_interleave(per_image)
+    mask = rows[:, None] == torch.arange(n).repeat_interleave(locations)[None, :]
+    opts = ScoreOptions(20.0, 0.05)
+    results = []
+    for fn in (lambda s: apply_bound(s, mask, get_bound("infonce"), opts),
+               lambda s: block_infonce(s, mask, n, opts)):  # fmt: skip
+        leaf = scores.clone().requires_grad_()
+        out = fn(leaf)
+        out.loss.backward()
+        results.append((out.loss.detach(), out.mi, leaf.grad))
+    for generic, block in zip(*results, strict=True):
+        torch.testing.assert_close(block, generic, rtol=1e-6, atol=1e-7)
 
 
 def test_view_nce_with_a_temperature_scores_cosines():
