@@ -107,6 +107,9 @@ def test_speed_option_follows_the_fp32_eager_curve(reference, option, dtype, tol
         ["trainer.precision=16-mixed"],
         ["model.compile=true"],
         ["model.compile=true", "model.compile_mode=reduce-overhead"],
+        ["model.compile=true", "model.compile_mode=reduce-overhead", "model.gp_every=2"],
+        ["model.cuda_graph=true"],
+        ["model.cuda_graph=true", "trainer.precision=bf16-mixed", "data_on_device=true"],
         ["model.channels_last=true"],
         ["data_on_device=true"],
         [
