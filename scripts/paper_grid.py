@@ -5,9 +5,9 @@ paper's single-image DIM (``method.views=null``, random crops of the image padde
 horizontal flips), with the shared budget (``--epochs``) and the cell's overrides, followed by
 ``dim-eval`` runs of the paper's measures on the frozen encoder:
 
-- ``classify``: ``linear`` (all labels), ``knn`` (20-NN) and ``fewshot`` (10 labels per class,
-  several draws) on conv / fc / Y;
-- ``nonlinear``: the paper's classifier (200 hidden units, BN, dropout) on conv / fc / Y;
+- ``classify``: ``nonlinear`` (the paper's classifier: 200 hidden units, BN, dropout),
+  ``linear`` (all labels), ``knn`` (20-NN) and ``fewshot`` (10 labels per class, several draws)
+  on conv / fc / Y;
 - ``table3``: the columns of the paper's Table 3 on Y: ``mine`` (I(X;Y)), ``ndm`` (with and
   without the sigmoid), ``msssim`` (an L2 decoder from Y) and ``prior`` (KS / C2ST to the prior),
   on the first seed only (as the paper's table, one run per row).

@@ -122,7 +122,7 @@ def main_table(doc: dict) -> list[str]:
                 status,
                 train_minutes(doc, cell),
             ]
-            row += [fmt(seed_values(doc, cell, "nonlinear", "nonlinear", t)) for t in TAPS]
+            row += [fmt(seed_values(doc, cell, "classify", "nonlinear", t)) for t in TAPS]
             row += [fmt(seed_values(doc, cell, "classify", "linear", t)) for t in TAPS]
             row.append(fmt(seed_values(doc, cell, "classify", "knn", "k20/y")))
             row.append(fmt(draw_values(doc, cell, "fewshot", "10shot/y")))
@@ -167,7 +167,7 @@ def negatives(doc: dict) -> dict[str, dict[int, dict[str, float | None]]]:
                 continue
             curve.setdefault(bound, {})[b] = {
                 f"{step}_{tap}": mean(seed_values(doc, cell, s, step, tap))
-                for step, s in (("linear", "classify"), ("nonlinear", "nonlinear"))
+                for step, s in (("linear", "classify"), ("nonlinear", "classify"))
                 for tap in ("y", "conv")
             }
     return curve
@@ -215,7 +215,7 @@ def plots(doc: dict, prefix: Path) -> list[Path]:
         measures = [
             ("classify", "linear", "y", "linear Y"),
             ("classify", "linear", "conv", "linear conv"),
-            ("nonlinear", "nonlinear", "y", "non-linear Y"),
+            ("classify", "nonlinear", "y", "non-linear Y"),
             ("classify", "knn", "k20/y", "20-NN Y"),
         ]
         width = 0.8 / len(measures)
