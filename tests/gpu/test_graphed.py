@@ -91,13 +91,14 @@ def deterministic():
 def test_a_captured_run_resumes_exactly(tmp_path, runners, deterministic):
     """Stopped at step 4 (mid-epoch) and resumed: the resumed run warms up eagerly again, then
     captures; weights, Adam moments and every logged value equal the straight run's, bit for bit
-    (deterministic kernels, so that eager and replayed steps compute the same bits)."""
+    (deterministic kernels where torch has them, so that eager and replayed steps compute the
+    same bits; an op without one is named in a warning)."""
     overrides = [
         *GPU,
         "data.num_samples=192",  # 6 steps per epoch, 2 epochs
         "data_on_device=true",
         "trainer.max_epochs=2",
-        "trainer.deterministic=true",
+        "trainer.deterministic=warn",  # an op without a deterministic kernel: warned, named
         "model.gp_every=2",
         "model.cuda_graph=true",
         "callbacks.checkpoint.every_n_train_steps=1",
