@@ -15,6 +15,16 @@ peak memory of each, the training FLOPs per image (forward + backward, counted b
 ``torch.utils.flop_counter``) and the rate they imply.  Timing starts after ``--warmup`` steps
 (compilation, cuDNN autotuning excluded) and ends at the last step (checkpoint writes excluded).
 ``--profile`` adds a torch.profiler table of the bare step's most expensive operators.
+
+``--folder DIR`` compares instead a folder of image files with the same images as arrays, in one
+process, rounds alternating so a busy machine slows both alike: DIR holds ``train/`` and
+``test/`` with one sub-folder per class (``scripts/fashion_mnist_png.py`` writes Fashion-MNIST so),
+``--arrays-dir`` the ``data.data_dir`` of the IDX files.  It reports the first pass's cost (the
+decode cache's build), the start-up with the cache built, and the pipeline's images/s of both
+paths after it (target: folder >= 0.9x arrays); ``--uncached`` adds the folder read file by file.
+
+    python scripts/benchmark.py --folder fmnist_png --arrays-dir data --rounds 3 --uncached \
+        --out docs/benchmarks/folder-cache.json
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import itertools
 import json
 import pstats
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -207,6 +218,80 @@ def pipeline(cfg, warmup: int, profile: Path | None = None) -> tuple[float, floa
     return timer.images / (timer.t1 - timer.t0), peak_memory_mb(device)
 
 
+def folder_configs(args: argparse.Namespace, cache: Path) -> dict[str, list[str]]:
+    """Overrides of the array run and of the folder runs (same preset, same images, same size)."""
+    steps = args.steps + args.warmup
+    base = [
+        f"experiment={args.experiment}", "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={steps}", "trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false", "logger.histogram_every_n_steps=0",
+    ]  # fmt: skip
+    folder = [
+        "data=folder", f"data.root={args.folder / 'train'}",
+        f"data.val_root={args.folder / 'test'}", "data.labels=folder", "data.channels=1",
+        "data.image_size=32", "data.resize=28",
+        "data.mean=[0.2860]", "data.std=[0.3530]", "data.augment.hflip=false",
+        f"data.cache_dir={cache}", "data.num_workers=2",
+    ]  # fmt: skip
+    arrays = [f"data.data_dir={args.arrays_dir}", "data.download=false"]
+    runs = {"arrays": base + arrays + args.set, "folder": base + folder + args.set}
+    if args.uncached:  # the file-by-file path (data_on_device needs arrays)
+        runs["uncached"] = base + folder + ["data.cache=false", "data_on_device=false"] + args.set
+    return runs
+
+
+def compose_overrides(overrides: list[str]):
+    with initialize_config_module("dim.configs", version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def folder_vs_arrays(args: argparse.Namespace) -> dict:
+    """The first pass (cache build) and the alternating rounds of ``--folder`` (module doc)."""
+    from dim.data.images import ImageDataModule
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = folder_configs(args, Path(tmp) / "cache")
+        cfgs = {name: compose_overrides(o) for name, o in runs.items()}
+        data = {k: OmegaConf.to_container(c.data, resolve=True) for k, c in cfgs.items()}
+        t0 = time.perf_counter()
+        dm = ImageDataModule(data["folder"])  # the first pass: decodes into the cache
+        build_s = time.perf_counter() - t0
+        n_images = len(dm.splits.train) + len(dm.splits.val)
+        startup = {}
+        for name in ("folder", "arrays"):
+            t0 = time.perf_counter()
+            ImageDataModule(data[name])
+            startup[name] = round(time.perf_counter() - t0, 2)
+        rates: dict[str, list[float]] = {name: [] for name in cfgs}
+        for r in range(args.rounds):
+            order = ["arrays", "folder"] if r % 2 == 0 else ["folder", "arrays"]
+            if "uncached" in cfgs and r == 0:
+                order.append("uncached")  # one round: it is the slow one
+            for name in order:
+                rate, _ = pipeline(cfgs[name], args.warmup)
+                rates[name].append(round(rate, 1))
+                print(f"round {r + 1} {name}: {rate:.1f} img/s", file=sys.stderr, flush=True)
+    med = {name: round(statistics.median(v), 1) for name, v in rates.items() if v}
+    pairs = [round(f / a, 3) for f, a in zip(rates["folder"], rates["arrays"])]
+    row = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "cpu_threads": torch.get_num_threads(), "experiment": args.experiment,
+        "images": n_images, "first_pass_build_s": round(build_s, 1),
+        "first_pass_img_s": round(n_images / build_s, 1),
+        "startup_s": startup, "steps": args.steps, "warmup": args.warmup,
+        "batch": int(cfgs["folder"].data.batch_size), "img_s_per_round": rates,
+        "img_s_median": med, "folder_over_arrays_per_round": pairs,
+        # each round's two runs are neighbours in time: the median of their ratios is the
+        # least sensitive to a shared machine's load drifting between rounds
+        "folder_over_arrays": round(statistics.median(pairs), 3),
+        "folder_over_arrays_of_medians": round(med["folder"] / med["arrays"], 3),
+        "overrides": runs,
+    }  # fmt: skip
+    if "uncached" in med:
+        row["uncached_over_arrays"] = round(med["uncached"] / med["arrays"], 3)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64])
@@ -221,7 +306,18 @@ def main(argv: list[str] | None = None) -> None:
         help="write the first configuration's profiles: PATH (bare step), PATH.pipeline.txt",
     )  # fmt: skip
     p.add_argument("--set", nargs="*", default=[], help="dim-train overrides, e.g. model=basic64")
+    p.add_argument("--folder", type=Path, default=None, help="folder vs arrays (module doc)")
+    p.add_argument("--arrays-dir", type=Path, default=Path("data"), help="with --folder")
+    p.add_argument("--experiment", default="dim_fashion_mnist", help="with --folder")
+    p.add_argument("--rounds", type=int, default=3, help="with --folder: alternating rounds")
+    p.add_argument("--uncached", action="store_true", help="with --folder: the file-by-file path")
     args = p.parse_args(argv)
+    if args.folder is not None:
+        row = folder_vs_arrays(args)
+        print(json.dumps(row, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(row, indent=2) + "\n")
+        return
     extra = args.set
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
