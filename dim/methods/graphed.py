@@ -18,7 +18,8 @@ method's extra updates (DIM's extra D steps).  :class:`GraphedStep` runs it for 
   the graph's outputs after the replay (a later replay overwrites the outputs in place);
 - warm-up: the first :data:`WARMUP_STEPS` steps, and the first step of each variant, run eagerly
   on a side stream (optimiser state, cuBLAS/cuDNN handles and autograd's streams exist before any
-  capture); then each variant is captured once on that stream and replayed from then on.  A
+  capture); then each variant is captured once on that stream and replayed from then on (a
+  capture CUDA refuses leaves its variant eager, with a warning naming the error).  A
   variant is the method's :meth:`~dim.methods.base.MethodModule.step_variant` (DIM with
   ``model.gp_every > 1``: a step with the penalty and one without) and the batch's shapes;
 - random numbers: the step draws from the default CUDA generator (the prior's samples, the local
@@ -36,6 +37,7 @@ it equals the normal step exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -182,6 +184,7 @@ class GraphedStep:
         self.graphs: dict[Hashable, Replay] = {}
         self.eager_steps: Counter[Hashable] = Counter()  # per variant
         self.replays = 0
+        self.failed: dict[Hashable, str] = {}  # variants CUDA refused to capture: why
         self._inputs: dict[Hashable, tuple[Tensor, Tensor | None]] = {}
         self._stream: Any = None
 
@@ -200,8 +203,8 @@ class GraphedStep:
         x, labels = self.static_inputs(x, labels)
         key = (m.step_variant(), tuple(x.shape), None if labels is None else tuple(labels.shape))
         graph = self.graphs.get(key)
-        if graph is None and self.eager_steps[key] and self.eager_steps.total() >= self.warmup:
-            graph = self.graphs[key] = self._record(optimizers, x, labels)
+        if graph is None and self._due(key):
+            graph = self._try_record(key, optimizers, x, labels)
         if graph is not None:
             graph.replay()
             assert graph.outputs is not None
@@ -222,6 +225,35 @@ class GraphedStep:
         if m._check_due:  # Lightning reads the logged tensors later: clones, not the outputs
             m._log_step({k: v.clone() for k, v in result.out.items()}, "train")
         return result.total
+
+    def _due(self, key: Hashable) -> bool:
+        """Capture this variant now: it ran eagerly, the warm-up is over, no capture failed."""
+        warm = self.eager_steps[key] > 0 and self.eager_steps.total() >= self.warmup
+        return warm and key not in self.failed
+
+    def _try_record(
+        self,
+        key: Hashable,
+        optimizers: list[torch.optim.Optimizer],
+        x: Tensor,
+        labels: Tensor | None,
+    ) -> Replay | None:
+        """Record the variant ``key``; if CUDA refuses the capture (an op it cannot hold), the
+        variant stays eager, with a warning naming the error: nothing ran during the capture, so
+        the step runs eagerly instead, exactly."""
+        try:
+            graph = self.graphs[key] = self._record(optimizers, x, labels)
+            return graph
+        except RuntimeError as err:
+            self.failed[key] = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            warnings.warn(
+                f"model.cuda_graph: the step {key} could not be captured and runs eagerly "
+                f"({self.failed[key]})",
+                stacklevel=2,
+            )
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            return None
 
     def static_inputs(self, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The static buffers of this batch shape, filled with the batch (one copy each)."""

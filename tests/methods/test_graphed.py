@@ -78,6 +78,27 @@ def test_a_run_with_the_option_resumes_exactly(straight, eager_graphs, tmp_path)
     assert [r.replays for r in eager_graphs] == [0, 1]  # 2 eager; then 3 eager, 1 replay
 
 
+def test_a_variant_cuda_refuses_to_capture_stays_eager(
+    straight, eager_graphs, tmp_path, monkeypatch
+):
+    """A capture that fails (here: the penalty steps') warns once, naming the error, and leaves
+    that variant eager; the run is still exactly the normal one."""
+    record = GraphedStep._record
+
+    def refuse_penalty(self, optimizers, x, labels):
+        if self.module.step_variant():  # the penalty's weight: the steps that take it
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        return record(self, optimizers, x, labels)
+
+    monkeypatch.setattr(GraphedStep, "_record", refuse_penalty)
+    with pytest.warns(UserWarning, match=r"could not be captured and runs eagerly \(operation"):
+        training.train(compose_train(SPLIT), tmp_path, None)
+    assert_same_training(straight, tmp_path, steps=6)
+    (runner,) = eager_graphs
+    assert len(runner.graphs) == 1 and len(runner.failed) == 1 and runner.replays == 2
+    assert runner.eager_steps.total() == 4  # 3 of warm-up, then the penalty step 4
+
+
 def test_a_replay_overwrites_its_fixed_outputs():
     counter = torch.zeros(())
 
