@@ -19,7 +19,8 @@ per image (scripts/benchmark.py's count) and the FLOP/s they imply against the b
 on this device (an 8192^3 matrix product), and the minutes of 1000 CIFAR-10 epochs.  At
 ``--profile-batch`` the pipeline's last ``--profile-steps`` steps are profiled: kernel launches
 per step, GPU busy share (dim.monitor.gpu_profile).  ``--merge`` joins row files into one and
-prints the table.  A mode that cannot run here (``graph`` without CUDA) is a row with its reason.
+prints the table.  A mode that cannot run here (``graph`` without CUDA), or a row that fails, is
+a row with its reason (the traceback goes to stderr) and the other rows still run.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +213,9 @@ def row(mode: str, batch: int, args: argparse.Namespace, peak: float | None) -> 
         full, full_mem, summary = pipeline(cfg, args.warmup, profile)
     except DimError as err:
         return {**head, "skipped": str(err)}
+    except Exception as err:  # noqa: BLE001 - the other rows still run; the log has the trace
+        traceback.print_exc()
+        return {**head, "skipped": f"failed: {type(err).__name__}: {str(err).strip()[:300]}"}
     tflops = flops * full / 1e12
     return {
         **head, "bare_img_s": round(bare, 1), "pipeline_img_s": round(full, 1),
