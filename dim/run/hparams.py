@@ -215,10 +215,9 @@ def write_experiment(logdir: Path, summary: Any) -> Path:
         writer.add_summary(summary)
     finally:
         writer.close()
-    new = Path(writer.get_logdir()) / Path(writer.event_writer._file_name).name
+    (new,) = set(logdir.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}")) - set(old)
     for path in old:
-        if path != new:
-            path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
     return new
 
 
