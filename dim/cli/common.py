@@ -53,11 +53,19 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _remove_if_only_hydra_litter(path: Path) -> None:
+# What a command that stopped on bad input may have started in a run dir it created itself,
+# before its first checkpoint or result (TensorBoard's first event file).
+_EARLY_OUTPUTS = {"tensorboard"}
+
+
+def _remove_if_only_hydra_litter(path: Path, ours: bool = False) -> None:
+    """Remove ``path`` if it holds only Hydra's files (and, when this command created it,
+    ``ours``, what it writes before any result: :data:`_EARLY_OUTPUTS`)."""
     if not path.is_dir():
         return
+    litter = _HYDRA_LITTER | (_EARLY_OUTPUTS if ours else set())
     entries = list(path.iterdir())
-    if all(e.name in _HYDRA_LITTER or e.suffix == ".log" for e in entries):
+    if all(e.name in litter or e.suffix == ".log" for e in entries):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -70,7 +78,7 @@ def leave_nothing(out: Path) -> None:
     lock = rundir.held(out)
     created = list(lock.created) if lock is not None else []
     rundir.release_run_dir(out)
-    _remove_if_only_hydra_litter(out)
+    _remove_if_only_hydra_litter(out, ours=bool(created) and created[0] == out.resolve())
     for folder in created:  # deepest first
         try:
             if folder.exists():
@@ -291,16 +299,6 @@ def launch(
 
 
 # ---- shared by the commands that read a run (dim-eval, dim-embed, dim-export) ----
-def remove_empty_dirs(path: Path, levels: int = 3) -> None:
-    """Remove ``path`` and then its parents while they are empty (``levels`` at most)."""
-    for _ in range(levels):
-        try:
-            path.rmdir()  # only ever removes an empty directory
-        except OSError:
-            return
-        path = path.parent
-
-
 def check_out(value: object, overwrite: bool, suffix: str | None = None) -> Path:
     """Validate the ``out`` path: given, right suffix, not an existing file unless overwrite."""
     if value in (None, "", "???"):

@@ -20,10 +20,10 @@ from dim.cli.common import (
     interruptible,
     launch,
     patch_data_keys,
-    remove_empty_dirs,
     run_dir,
     user_errors,
 )
+from dim.cli.outputs import RunDirUse, remove_unused
 from dim.errors import DimError
 
 SPLITS = {"train": "train", "test": "test", "val": "test"}
@@ -73,12 +73,16 @@ def _task(cfg: DictConfig) -> None:
     try:
         embed(cfg)
     finally:
-        remove_empty_dirs(run_dir())
+        remove_unused(run_dir())
 
 
 def main() -> None:
     """Console script ``dim-embed``."""
-    launch(_task, "dim.configs", "embed", lambda argv: [patch_data_keys(a) for a in argv])
+    launch(_task, "dim.configs", "embed", _patch_data_keys, RunDirUse("dim-embed", writes=False))
+
+
+def _patch_data_keys(argv: list[str]) -> list[str]:
+    return [patch_data_keys(a) for a in argv]
 
 
 if __name__ == "__main__":

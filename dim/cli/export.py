@@ -20,10 +20,10 @@ from dim.cli.common import (
     check_out,
     interruptible,
     launch,
-    remove_empty_dirs,
     run_dir,
     user_errors,
 )
+from dim.cli.outputs import RunDirUse, remove_unused
 from dim.errors import DimError
 
 
@@ -57,12 +57,12 @@ def _task(cfg: DictConfig) -> None:
     try:
         export(cfg)
     finally:
-        remove_empty_dirs(run_dir())
+        remove_unused(run_dir())
 
 
 def main() -> None:
     """Console script ``dim-export``."""
-    launch(_task, "dim.configs", "export")
+    launch(_task, "dim.configs", "export", use=RunDirUse("dim-export", writes=False))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,31 @@ class RunDirUse:
 
     command: str  # dim-train, dim-eval, dim-mine
     resume: bool = False  # resume=<run dir> continues a run in its own dir (dim-train)
+    writes: bool = True  # False: Hydra makes the dir, the command writes nothing into it
+
+
+#: run dir -> the folders Hydra will create for a command that writes nothing (deepest first)
+_UNUSED: dict[Path, list[Path]] = {}
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist, deepest first."""
+    out = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        out.append(folder)
+    return out
+
+
+def remove_unused(run: Path) -> None:
+    """Remove the empty folders Hydra created for a command that writes no run dir (dim-embed,
+    dim-export): only those that did not exist before the command, never a folder of the user."""
+    for folder in _UNUSED.pop(Path(os.path.abspath(run)), []):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
 
 
 def launched_child() -> bool:
@@ -272,6 +297,9 @@ def decide(
     run = _path_of(overrides, "hydra.run.dir", config_module, config_name)
     if run is None:
         return argv
+    if not use.writes:
+        _UNUSED[run] = missing_folders(run)
+        return [*_without(argv, overrides, ("hydra.run.dir",)), f"hydra.run.dir={quote(str(run))}"]
     lock_run_dir(run, command=use.command)  # a live holder first: "in use by ..." names it
     whose = holds(run)
     if whose is not None:

@@ -59,8 +59,10 @@ def _item(default: list) -> Any:
 
 
 def _fits_default(value: Any, default: Any) -> bool:
-    if default is None or value is None or isinstance(default, str):
+    if default is None or value is None:
         return True
+    if isinstance(default, str):  # any single value: what is valid is checked where it is used
+        return not isinstance(value, list | dict)
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
@@ -74,6 +76,35 @@ def _fits_default(value: Any, default: Any) -> bool:
     if isinstance(default, dict):
         return isinstance(value, dict)
     return True
+
+
+#: keys whose default is null, by command (config name): a value of the type they take stands
+#: in for the default
+NULL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {
+        "optim.grad_clip": 1.0,
+        "model.score_scale": 1.0,
+        "model.local_samples": 1,
+        "model.tclip": 1.0,
+        "model.temperature": 1.0,
+        "callbacks.checkpoint.every_n_train_steps": 1,
+        "callbacks.checkpoint.every_n_minutes": 1.0,
+        "ckpt_path": "",
+        "resume": "",
+    },
+    "eval": {"num_threads": 1, "max_train": 1, "max_test": 1},
+    "embed": {"num_threads": 1, "limit": 1, "projector": ""},
+    "mine": {
+        "model.hidden": 1,
+        "model.layers": 1,
+        "model.embed": 1,
+        "data.rho": 0.5,
+        "data.path": "",
+        "data.x_path": "",
+        "data.y_path": "",
+        "train.standardize": True,
+    },
+}
 
 
 # ---------------------------------------------------------------- Lightning's annotations
@@ -98,8 +129,8 @@ def fits(value: Any, annotation: Any) -> bool:
         return value is None
     if origin in (typing.Union, types.UnionType):
         return any(fits(value, a) for a in args)
-    if origin is typing.Literal:  # the value itself is judged where it is used
-        return any(fits(value, type(a)) for a in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
     if origin in (list, Sequence, Iterable):
         return isinstance(value, list) and all(fits(v, args[0]) for v in value) if args else True
     if origin is dict or annotation is dict:
@@ -125,7 +156,7 @@ def describe(annotation: Any) -> str:
         parts = [describe(a) for a in args if describe(a)]
         return " or ".join(dict.fromkeys(parts))
     if origin is typing.Literal:
-        return " or ".join(dict.fromkeys(_NAMES.get(type(a), type(a).__name__) for a in args))
+        return " or ".join(repr(a) for a in args)
     if origin in (list, Sequence, Iterable):
         inner = describe(args[0]) if args else ""
         return f"a list of {inner}" if inner else "a list"
@@ -136,24 +167,32 @@ def describe(annotation: Any) -> str:
     return ""  # a class no config value can be: not offered
 
 
+#: Trainer arguments dim reads itself first (precision=auto is resolved by dim.run.precision)
+_OWN_CHECKS = {"precision"}
 _NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
 
 
 # ---------------------------------------------------------------- the check
 
 
-def expected(key: str, value: Any, default: Any, trainer: bool) -> str | None:
-    """Why ``value`` does not fit ``key`` (None when it does)."""
+def expected(
+    key: str, value: Any, default: Any, trainer: bool, stand_in: bool = False
+) -> str | None:
+    """Why ``value`` does not fit ``key`` (None when it does); ``stand_in``: ``default`` is a
+    value of the type ``key`` takes, its real default being null."""
     if value is None:
         return None
     name = key.split(".", 1)[1] if trainer and key.startswith("trainer.") else None
-    annotation = trainer_arguments().get(name) if name and "." not in name else None
+    own = name in _OWN_CHECKS or (name or "").count(".")
+    annotation = trainer_arguments().get(name) if name and not own else None
     if annotation is not None:
         if fits(value, annotation):
             return None
         return f"{key} takes {describe(annotation)} (Lightning's Trainer argument {name})"
     if _fits_default(value, default):
         return None
+    if stand_in:
+        return f"{key} takes {_kind(default)} or null"
     return f"{key} takes {_kind(default)}, like its default {_show(default)}"
 
 
@@ -163,9 +202,10 @@ def _show(value: Any) -> str:
     )
 
 
-def check_types(cfg: DictConfig, base: DictConfig, keys: list[str], trainer: bool) -> None:
+def check_types(cfg: DictConfig, base: DictConfig, keys: list[str], command: str) -> None:
     """Raise a one-line :class:`DimError` for the first of ``keys`` whose value in ``cfg`` does
-    not fit (see the module docstring)."""
+    not fit (see the module docstring); ``command``: the config name (train, eval, ...)."""
+    stand_ins = NULL_DEFAULTS.get(command, {})
     for key in keys:
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=False)
@@ -176,7 +216,10 @@ def check_types(cfg: DictConfig, base: DictConfig, keys: list[str], trainer: boo
             value = OmegaConf.to_container(value, resolve=True)
         if OmegaConf.is_config(default):
             default = OmegaConf.to_container(default, resolve=False)
-        why = expected(key, value, default, trainer)
+        stand_in = default is None and key in stand_ins
+        if stand_in:
+            default = stand_ins[key]
+        why = expected(key, value, default, command == "train", stand_in)
         if why is not None:
             raise DimError(f"{key}={_show(value)} is {_kind(value)}; {why}")
 
@@ -190,13 +233,13 @@ def check_overrides(cfg: DictConfig) -> None:
     from dim.cli.outputs import parse_overrides
 
     hydra_cfg = HydraConfig.get()
-    choices = hydra_cfg.runtime.choices
     overrides = parse_overrides(list(hydra_cfg.overrides.task))
-    groups = tuple(str(o.input_line) for o in overrides if o.key_or_group in choices)
+    group = _group_test(set(hydra_cfg.runtime.choices))
+    groups = tuple(str(o.input_line) for o in overrides if group(o.key_or_group))
     keys = [
         o.key_or_group
         for o in overrides
-        if o.key_or_group not in choices
+        if not group(o.key_or_group)
         and not o.is_delete()
         and not o.key_or_group.startswith("hydra")
         and o.package is None
@@ -211,4 +254,22 @@ def check_overrides(cfg: DictConfig) -> None:
         except Exception:  # composed once already by Hydra; if not again, judge nothing here
             return
         _BASES[(name, groups)] = base
-    check_types(cfg, base, keys, trainer=name == "train")
+    check_types(cfg, base, keys, name)
+
+
+def _group_test(choices: set[str]) -> Any:
+    """Whether an override's key is a config group (``data``, ``eval``: a list of options is
+    not among Hydra's runtime choices, so the config repository is asked too)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        repository = GlobalHydra.instance().config_loader().repository  # type: ignore[attr-defined]
+    except Exception:
+        repository = None
+
+    def group(key: str) -> bool:
+        if key in choices:
+            return True
+        return repository is not None and "." not in key and bool(repository.group_exists(key))
+
+    return group

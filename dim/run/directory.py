@@ -180,11 +180,9 @@ class RunLock:
         (one ``note:`` line on stderr); a directory that cannot hold it is a one-line error."""
         # the run dir and the folders above it that do not exist yet, deepest first: removed
         # again on release while empty (a refused command leaves no folder behind)
-        self.created = []
-        for folder in (self.run_dir, *self.run_dir.parents):
-            if folder.exists():
-                break
-            self.created.append(folder)
+        self.created = [
+            folder for folder in (self.run_dir, *self.run_dir.parents) if not folder.exists()
+        ]
         self.created_dir = bool(self.created)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -232,3 +232,13 @@ def test_an_unquoted_accent_asks_for_quotes(workdir):
 def test_a_path_that_is_no_path_is_one_line():
     with pytest.raises(DimError, match="is empty"):
         decide(["hydra.run.dir=''"], "dim.configs", "train", RunDirUse("dim-train"))
+
+
+def test_a_command_without_a_run_dir_removes_only_the_folders_hydra_made(workdir, tiny_run):
+    """dim-embed writes only out=: Hydra's empty run dir goes, a folder of the user's stays."""
+    (workdir / "mine").mkdir()  # empty, the user's
+    args = [f"run={tiny_run[0]}", "out=e.npz", "limit=4", "hydra.run.dir='mine/new/r 1'"]
+    proc = run_cli("dim-embed", *args, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(workdir)) == ["e.npz", "home", "mine"]
+    assert os.listdir(workdir / "mine") == []
