@@ -19,7 +19,7 @@ method's extra updates (DIM's extra D steps).  :class:`GraphedStep` runs it for 
 - warm-up: the first :data:`WARMUP_STEPS` steps, and the first step of each variant, run eagerly
   on a side stream (optimiser state, cuBLAS/cuDNN handles and autograd's streams exist before any
   capture); then each variant is captured once on that stream and replayed from then on (a
-  capture CUDA refuses leaves its variant eager, with a warning naming the error).  A
+  capture CUDA refuses stops the run in one line naming the error).  A
   variant is the method's :meth:`~dim.methods.base.MethodModule.step_variant` (DIM with
   ``model.gp_every > 1``: a step with the penalty and one without) and the batch's shapes;
 - random numbers: the step draws from the default CUDA generator (the prior's samples, the local
@@ -37,7 +37,6 @@ it equals the normal step exactly.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -184,7 +183,6 @@ class GraphedStep:
         self.graphs: dict[Hashable, Replay] = {}
         self.eager_steps: Counter[Hashable] = Counter()  # per variant
         self.replays = 0
-        self.failed: dict[Hashable, str] = {}  # variants CUDA refused to capture: why
         self._inputs: dict[Hashable, tuple[Tensor, Tensor | None]] = {}
         self._stream: Any = None
 
@@ -227,9 +225,8 @@ class GraphedStep:
         return result.total
 
     def _due(self, key: Hashable) -> bool:
-        """Capture this variant now: it ran eagerly, the warm-up is over, no capture failed."""
-        warm = self.eager_steps[key] > 0 and self.eager_steps.total() >= self.warmup
-        return warm and key not in self.failed
+        """Capture this variant now: it ran eagerly and the warm-up is over."""
+        return self.eager_steps[key] > 0 and self.eager_steps.total() >= self.warmup
 
     def _try_record(
         self,
@@ -237,23 +234,19 @@ class GraphedStep:
         optimizers: list[torch.optim.Optimizer],
         x: Tensor,
         labels: Tensor | None,
-    ) -> Replay | None:
-        """Record the variant ``key``; if CUDA refuses the capture (an op it cannot hold), the
-        variant stays eager, with a warning naming the error: nothing ran during the capture, so
-        the step runs eagerly instead, exactly."""
+    ) -> Replay:
+        """Record the variant ``key``.  A capture CUDA refuses (an op a graph cannot hold) stops
+        the run in one line: after a failed capture the CUDA generator's state is not one an
+        eager step could go on from exactly, so there is no silent fallback."""
         try:
             graph = self.graphs[key] = self._record(optimizers, x, labels)
-            return graph
         except RuntimeError as err:
-            self.failed[key] = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            warnings.warn(
-                f"model.cuda_graph: the step {key} could not be captured and runs eagerly "
-                f"({self.failed[key]})",
-                stacklevel=2,
-            )
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            return None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DimError(
+                f"model.cuda_graph=true: CUDA refused to capture the training step {key} "
+                f"({first}); set model.cuda_graph=false"
+            ) from None
+        return graph
 
     def static_inputs(self, x: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The static buffers of this batch shape, filled with the batch (one copy each)."""

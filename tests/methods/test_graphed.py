@@ -78,11 +78,10 @@ def test_a_run_with_the_option_resumes_exactly(straight, eager_graphs, tmp_path)
     assert [r.replays for r in eager_graphs] == [0, 1]  # 2 eager; then 3 eager, 1 replay
 
 
-def test_a_variant_cuda_refuses_to_capture_stays_eager(
-    straight, eager_graphs, tmp_path, monkeypatch
-):
-    """A capture that fails (here: the penalty steps') warns once, naming the error, and leaves
-    that variant eager; the run is still exactly the normal one."""
+def test_a_capture_cuda_refuses_stops_the_run_in_one_line(eager_graphs, tmp_path, monkeypatch):
+    """A capture that fails (here: the penalty steps') stops the run naming the error, before
+    any checkpoint after it; no silent fallback (the CUDA generator's state after a failed
+    capture is not one to go on from)."""
     record = GraphedStep._record
 
     def refuse_penalty(self, optimizers, x, labels):
@@ -91,12 +90,13 @@ def test_a_variant_cuda_refuses_to_capture_stays_eager(
         return record(self, optimizers, x, labels)
 
     monkeypatch.setattr(GraphedStep, "_record", refuse_penalty)
-    with pytest.warns(UserWarning, match=r"could not be captured and runs eagerly \(operation"):
+    message = r"CUDA refused to capture the training step \(2\.0, .*\(operation not permitted "
+    with pytest.raises(DimError, match=message + r"when stream is capturing\); set model"):
         training.train(compose_train(SPLIT), tmp_path, None)
-    assert_same_training(straight, tmp_path, steps=6)
     (runner,) = eager_graphs
-    assert len(runner.graphs) == 1 and len(runner.failed) == 1 and runner.replays == 2
-    assert runner.eager_steps.total() == 4  # 3 of warm-up, then the penalty step 4
+    assert len(runner.graphs) == 1 and runner.replays == 1  # step 3 replayed, step 4 refused
+    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4  # the steps before it, checkpointed each step
 
 
 def test_a_replay_overwrites_its_fixed_outputs():
