@@ -20,6 +20,31 @@ def _maybe_bn(channels: int, use_bn: bool) -> nn.Module:
     return nn.BatchNorm2d(channels) if use_bn else nn.Identity()
 
 
+def whole_window_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``, as one matrix product when the kernel covers the whole unpadded input (a 1x1
+    output: the last unit of the encoder, 3x3 -> 1x1, and the 1x1 convolutions after it).
+
+    The same sums in another order; on a CPU oneDNN's convolution of that shape ran ~10x slower
+    per FLOP than the product (forward + backward of the 3x3 -> 1x1 unit at 128 images: 900 ms
+    against 118 ms on one core), a sixth of an AMDIM step.  Flattened in the input's memory
+    order (H, W, C for channels-last), so input and weight are read in place."""
+    size = tuple(x.shape[-2:])
+    if (
+        size != tuple(conv.weight.shape[-2:])
+        or conv.padding != (0, 0)
+        or conv.dilation != (1, 1)
+        or conv.groups != 1
+    ):
+        return conv(x)
+    n, out = x.shape[0], conv.out_channels
+    if size != (1, 1) and x.is_contiguous(memory_format=torch.channels_last):
+        flat = x.permute(0, 2, 3, 1).reshape(n, -1)
+        weight = conv.weight.permute(0, 2, 3, 1).reshape(out, -1)
+    else:
+        flat, weight = x.reshape(n, -1), conv.weight.reshape(out, -1)
+    return F.linear(flat, weight, conv.bias).view(n, out, 1, 1)
+
+
 class ResUnit(nn.Module):
     """AMDIM's residual unit: conv(k, stride) -> [BN] -> ReLU -> 1x1 conv -> [BN], plus a
     shortcut over the same window: average pooling (channels zero-padded when growing), or a
@@ -47,7 +72,10 @@ class ResUnit(nn.Module):
             shortcut = x if one else F.avg_pool2d(x, self.k, self.stride)
             if self.grow > 0:
                 shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.grow))
-        return self.body(x) + shortcut
+        h = x
+        for layer in self.body:
+            h = whole_window_conv(layer, h) if isinstance(layer, nn.Conv2d) else layer(h)
+        return h + shortcut
 
 
 def res_block(cin: int, cout: int, k: int, stride: int, depth: int, use_bn: bool) -> nn.Sequential:

@@ -7,11 +7,13 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from dim.data.images import ImageDataModule
 from dim.data.views import ViewOptions, make_views
 from dim.errors import DimError
 from dim.methods.amdim import TERMS, AMDIMModule, block_infonce, view_nce
+from dim.nets.amdim import whole_window_conv
 from dim.nets.encoders import build_encoder
 from dim.objective.bounds import get_bound
 from dim.objective.terms import ScoreOptions, apply_bound
@@ -119,6 +121,30 @@ def test_encoder_taps_at_32_and_64_px():
         build_encoder("amdim", 3, 32, 16, mi_units=4)
     with pytest.raises(DimError, match="expects 32x32 or 64x64"):
         build_encoder("amdim", 3, 96, 16)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_whole_window_convolutions_are_the_convolution(kernel, channels_last):
+    """A convolution whose kernel covers its whole input (AMDIM's last unit) is computed as one
+    matrix product: the same output and gradients; other inputs go to the convolution."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 32, kernel)
+    x = torch.randn(4, 16, kernel, kernel)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    results = []
+    for fn in (conv, lambda t: whole_window_conv(conv, t)):
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf)
+        (out * torch.arange(32.0).view(1, 32, 1, 1)).sum().backward()
+        results.append((out.detach(), leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+        conv.zero_grad()
+    for plain, product in zip(*results, strict=True):
+        torch.testing.assert_close(product, plain, rtol=1e-5, atol=1e-5)
+    bigger = torch.randn(2, 16, kernel + 2, kernel + 2)
+    assert torch.equal(whole_window_conv(conv, bigger), conv(bigger))
 
 
 def _views(seed: int = 0):
