@@ -10,7 +10,7 @@
 #   install  hydra-core, omegaconf, antlr4 and setuptools from ./wheels (git-ignored; fill it with
 #            the command in docs/gpu.md and carry it with the tree), then this package, editable,
 #            without dependencies (console scripts included)
-#   graphed  pytest -m gpu tests/gpu/test_graphed.py: eager vs captured over 20 steps, exact
+#   graphed  pytest -m gpu tests/gpu/test_cuda_graphs.py: eager vs captured over 20 steps, exact
 #            resume with model.cuda_graph=true
 #   eager    benchmark rows of the eager step, batch 256 and 512, bf16, data on the device
 #   graph    the same with model.cuda_graph=true (the bare step captured too)
@@ -175,10 +175,10 @@ EOF
 
 export -f install pytest_stage bench
 stage install 90 install
-stage graphed 150 pytest_stage graphed tests/gpu/test_graphed.py
+stage graphed 150 pytest_stage graphed tests/gpu/test_cuda_graphs.py
 stage eager 90 bench eager
 stage graph 90 bench graph
-stage tests 200 pytest_stage tests tests/gpu --ignore=tests/gpu/test_graphed.py
+stage tests 200 pytest_stage tests tests/gpu --ignore=tests/gpu/test_cuda_graphs.py
 stage compiled 240 bench reduce-overhead
 case " $STAGES " in *" report "*) report ;; esac
 echo "gpu_check: done in $(($(date +%s) - START))s; results in $OUT"

@@ -3,7 +3,7 @@ part around it (dim.methods.graphed).  On the CPU the runner runs eagerly (``cap
 graphs replaced by eager replays writing into fixed outputs), with the same static buffers,
 warm-up, variants and bookkeeping; these tests check that it trains exactly as the normal step
 does, resumes exactly, and that the option is refused in one line where it cannot run.  The
-captured graphs themselves are tested on CUDA (tests/gpu/test_graphed.py)."""
+captured graphs themselves are tested on CUDA (tests/gpu/test_cuda_graphs.py)."""
 
 from __future__ import annotations
 
