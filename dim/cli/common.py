@@ -266,7 +266,8 @@ def launch(
         from dim.run import directory as rundir
 
         rundir.release_all()  # a lock it took before finding the input bad
-        _fail(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", EXIT_USER_ERROR))  # a full disk: 1
     sys.argv = [sys.argv[0], *argv]
     before = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
