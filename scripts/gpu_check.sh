@@ -20,9 +20,10 @@
 #            FLOP/s against the bf16 peak measured here) and OUT/summary.json (each stage's exit
 #            code and seconds, the tests' counts); the table is printed last
 # OUT gets at most 6 files: log.txt, pytest.txt, pytest_graphed.xml, pytest_tests.xml,
-# bench.json, summary.json.  With --rehearse the install goes into a fresh venv (no torch there:
-# it composes the configs with the carried Hydra), the tests are collected and skipped (no
-# CUDA), the benchmark runs at batch 8 for 2 steps and the graph rows say why they cannot run.
+# bench.json, summary.json.  With --rehearse the install goes into a fresh venv that sees this
+# environment's packages behind its own (Hydra comes from the wheels) and the later stages run
+# in it; the tests are collected and skipped (no CUDA), the benchmark runs at batch 8 for 2 steps
+# and the graph rows say why they cannot run.
 set -u -o pipefail
 
 usage() {
@@ -175,6 +176,10 @@ EOF
 
 export -f install pytest_stage bench
 stage install 90 install
+if [ "$REHEARSE" = 1 ] && [ -x "$WORK/venv/bin/python" ]; then
+    PY=$WORK/venv/bin/python # the rest runs where the install went, as it will on the GPU
+    export PY
+fi
 stage graphed 150 pytest_stage graphed tests/gpu/test_cuda_graphs.py
 stage eager 90 bench eager
 stage graph 90 bench graph
