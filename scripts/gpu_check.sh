@@ -108,7 +108,7 @@ install() {
     wheels=$(ls wheels/*.whl 2>/dev/null)
     if [ -z "$wheels" ]; then
         echo "gpu_check: no wheels in ./wheels; fill it with the pip wheel command of" \
-            "docs/gpu.md and carry it (device tool: carry [\"wheels\"])"
+            "docs/gpu.md and copy it with the tree"
         return 2
     fi
     local py=$PY
