@@ -7,6 +7,8 @@ Modes (each adds its overrides to ``model.mi_units=2048`` and ``--set``):
 
 - ``eager``: dim-train's default step;
 - ``graph``: ``model.cuda_graph=true``, the whole step replayed as CUDA graphs;
+- ``graph-gp4``: the same with ``model.gp_every=4`` (two graphs, with and without the penalty:
+  the same training as ``reduce-overhead``'s);
 - ``reduce-overhead``: ``model.compile=true model.compile_mode=reduce-overhead`` with
   ``model.gp_every=4`` (the penalty's double backward, which torch.compile cannot trace, on a
   quarter of the steps).
@@ -50,6 +52,7 @@ from dim.run.precision import resolve_precision
 MODES: dict[str, tuple[bool, list[str]]] = {  # name -> (model.compile, overrides)
     "eager": (False, []),
     "graph": (False, ["model.cuda_graph=true"]),
+    "graph-gp4": (False, ["model.cuda_graph=true", "model.gp_every=4"]),
     "reduce-overhead": (True, ["model.compile_mode=reduce-overhead", "model.gp_every=4"]),
 }
 BASE = ["model.mi_units=2048"]
@@ -206,7 +209,7 @@ def row(mode: str, batch: int, args: argparse.Namespace, peak: float | None) -> 
         "overrides": extra, "commit": args.commit,
     }  # fmt: skip
     try:
-        if mode == "graph":
+        if mode.startswith("graph"):
             bare, mem, flops = bare_graph(cfg, device, args.steps, args.warmup)
         else:
             bare, mem, flops = bench.bare_step(cfg, device, args.steps, args.warmup)

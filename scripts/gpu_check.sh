@@ -14,6 +14,7 @@
 #            resume with model.cuda_graph=true
 #   eager    benchmark rows of the eager step, batch 256 and 512, bf16, data on the device
 #   graph    the same with model.cuda_graph=true (the bare step captured too)
+#   graph4   batch 256 with model.cuda_graph=true model.gp_every=4 (compiled's training)
 #   tests    pytest -m gpu on the rest of tests/gpu
 #   compiled model.compile=true model.compile_mode=reduce-overhead model.gp_every=4 rows
 #   report   OUT/bench.json (every row; launches per step and GPU busy share at batch 256;
@@ -28,14 +29,14 @@ set -u -o pipefail
 
 usage() {
     echo "usage: bash scripts/gpu_check.sh OUT [--rehearse] [--commit HASH] [--seconds N]" \
-        "[--stages \"install graphed eager graph tests compiled report\"]" >&2
+        "[--stages \"install graphed eager graph graph4 tests compiled report\"]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
 case "$1" in -*) usage ;; esac
 OUT=$1
 shift
-REHEARSE=0 COMMIT=unknown BUDGET= STAGES="install graphed eager graph tests compiled report"
+REHEARSE=0 COMMIT=unknown BUDGET= STAGES="install graphed eager graph graph4 tests compiled report"
 while [ $# -gt 0 ]; do
     case "$1" in
     --rehearse) REHEARSE=1 ;;
@@ -47,10 +48,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 for s in $STAGES; do
-    case " install graphed eager graph tests compiled report " in
+    case " install graphed eager graph graph4 tests compiled report " in
     *" $s "*) ;;
-    *) echo "gpu_check: unknown stage '$s'; stages: install graphed eager graph tests" \
-        "compiled report" >&2; exit 2 ;;
+    *) echo "gpu_check: unknown stage '$s'; stages: install graphed eager graph graph4" \
+        "tests compiled report" >&2; exit 2 ;;
     esac
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,9 +72,11 @@ if [ "$REHEARSE" = 1 ]; then
     BENCH="--batch-sizes 8 --steps 2 --warmup 1 --profile-batch 8 --profile-steps 2
         --set data.channels=1 model.mi_units=32 model.prior_hidden=[32,16]
         callbacks.knn.every_n_epochs=0"
+    GP4_BATCH=8
 else
     PY=${PYTHON:-python3}
     BENCH="--batch-sizes 256 512 --steps 200 --warmup 20 --profile-batch 256 --profile-steps 10"
+    GP4_BATCH=256
 fi
 BUDGET=${BUDGET:-570}
 export PY WORK OUT COMMIT REHEARSE BENCH # for the stages, which run in child shells (timeout)
@@ -143,15 +146,19 @@ pytest_stage() { # pytest_stage NAME PATHS...: pytest -m gpu on PATHS
         2>&1 | tee -a "$OUT/pytest.txt"
 }
 
-bench() { # bench MODE: its rows into $WORK/bench_MODE.json
+bench() { # bench MODE [ARGS]: its rows into $WORK/bench_MODE.json (ARGS after BENCH's win)
     set -f # BENCH's words as they are (no globbing of [32,16])
+    local mode=$1
+    shift
     # shellcheck disable=SC2086  # one argument per word
-    "$PY" scripts/gpu_bench.py --modes "$1" --commit "$COMMIT" --out "$WORK/bench_$1.json" $BENCH
+    "$PY" scripts/gpu_bench.py --modes "$mode" --commit "$COMMIT" --out "$WORK/bench_$mode.json" \
+        $BENCH "$@"
 }
 
 report() {
     "$PY" scripts/gpu_bench.py --merge "$WORK"/bench_eager.json "$WORK"/bench_graph.json \
-        "$WORK"/bench_reduce-overhead.json --out "$OUT/bench.json" || return 1
+        "$WORK"/bench_graph-gp4.json "$WORK"/bench_reduce-overhead.json --out "$OUT/bench.json" \
+        || return 1
     "$PY" - "$WORK/stages.tsv" "$OUT" "$COMMIT" "$REHEARSE" <<'EOF'
 import csv, json, sys
 import xml.etree.ElementTree as ET
@@ -183,6 +190,7 @@ fi
 stage graphed 150 pytest_stage graphed tests/gpu/test_cuda_graphs.py
 stage eager 90 bench eager
 stage graph 90 bench graph
+stage graph4 50 bench graph-gp4 --batch-sizes "$GP4_BATCH"
 stage tests 200 pytest_stage tests tests/gpu --ignore=tests/gpu/test_cuda_graphs.py
 stage compiled 240 bench reduce-overhead
 case " $STAGES " in *" report "*) report ;; esac
