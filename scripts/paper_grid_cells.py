@@ -29,7 +29,8 @@ NONFINITE = re.compile(r"became (nan|-?inf)\b|non-finite", re.IGNORECASE)
 #: dim-eval options per step and budget: "paper" keeps every protocol's own defaults (GPU),
 #: "cpu" shortens the costly ones for two CPU cores, "smoke" is for the script's tests. One
 #: dim-eval run per step: the features of the 70k images are extracted once for the classifiers
-#: (on two busy CPU cores the extraction costs as much as the probes)
+#: (on two busy CPU cores the extraction costs as much as the probes). On a CPU shared with other
+#: jobs one thread per process avoids the OpenMP threads' waits on each other (num_threads=1).
 EVAL_STEPS: dict[str, dict[str, list[str]]] = {
     "paper": {
         "classify": ["eval=[nonlinear,linear,knn,fewshot]", "eval.fewshot.shots=[10]"],
@@ -38,6 +39,7 @@ EVAL_STEPS: dict[str, dict[str, list[str]]] = {
     "cpu": {
         "classify": [
             "eval=[nonlinear,linear,knn,fewshot]",
+            "num_threads=1",
             "eval.fewshot.shots=[10]",
             "eval.fewshot.seeds=5",
             "eval.linear.seeds=3",
@@ -51,6 +53,7 @@ EVAL_STEPS: dict[str, dict[str, list[str]]] = {
         "table3": [
             "eval=[mine,ndm,prior,msssim]",
             "features=[y]",
+            "num_threads=1",
             "max_train=10000",
             "eval.ndm.steps=200",
             "eval.ndm.batch_size=5000",
