@@ -29,7 +29,10 @@ autocast where the CPU or GPU computes bf16 natively, float32 elsewhere), the of
 float32 (its fp16 needs apex and is off unless asked for).  Peak memory: on CUDA each side's
 ``max_memory_allocated``; on a CPU the peak RSS of a child process that builds that side alone
 and runs two steps (``--no-memory`` skips it).  ``--profile DIR`` writes torch.profiler tables
-of two more steps of each side.
+of two more steps of each side.  ``--threads N`` sets torch's threads for both sides: on a
+machine shared with other work (load above the cores), threads that wait for each other at every
+parallel region make multi-thread timings swing by 2x between rounds; one thread per side gives
+the steadier comparison there.
 
 DIM (``--dim-code``, a clone of github.com/rdevon/DIM): its ``infonce_loss`` and
 ``fenchel_dual_loss`` (JSD, GAN, KL) against ``dim.objective.bounds`` on the same encoded
@@ -443,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
         "--precision", nargs="+", choices=["fp32", "default"], default=["fp32", "default"]
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, the cores)"
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=2, help="steps per block")
     p.add_argument("--warmup", type=int, default=2)
@@ -456,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --amdim (a clone of amdim-public) and/or --dim-code (a clone of rdevon/DIM)")
     if args.out is not None and args.out.is_dir():
         p.error(f"--out {args.out} is a directory; give a .json file")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         device = torch.device(args.device)
         if args.peak_of:
