@@ -222,12 +222,16 @@ def load_csv(
         x_cols = [x_cols]
     if isinstance(y_cols, str | int):
         y_cols = [y_cols]
-    if not x_cols or not y_cols:
-        raise DimError("a CSV needs data.x_cols=[...] and data.y_cols=[...] (names or indices)")
     with p.open(newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f, delimiter=delimiter), [])]
+        reader = csv.reader(f, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        rows = next((r for r in reader if any(c.strip() for c in r)), None) is not None
     if not header:
         raise DimError(f"{p} is empty")
+    if not rows:
+        raise DimError(f"{p} holds a header line but no rows of data")
+    if not x_cols or not y_cols:
+        raise DimError("a CSV needs data.x_cols=[...] and data.y_cols=[...] (names or indices)")
     xi = [_column_index(c, header, p) for c in x_cols]
     yi = [_column_index(c, header, p) for c in y_cols]
     with warnings.catch_warnings():  # "Empty input file": said below, in one line
