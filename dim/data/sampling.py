@@ -44,8 +44,8 @@ class StreamPosition:
     """Where the training stream stands; saved in checkpoints by the DataModule that owns it.
 
     ``state_dict`` reads Lightning's progress counters at save time: the epoch in progress and the
-    batches it has trained (an epoch whose batches are all trained, or that Lightning counts as
-    processed, as when ``max_steps`` ends it, counts as the start of the next).  After
+    batches it has trained (an epoch whose batches are all trained counts as the start of the
+    next; one that ``max_steps`` ended before its last batch, as the middle of that epoch).  After
     ``load_state_dict`` the next epoch started is that one, skipping those batches; later epochs
     (and every epoch of a run that was not resumed) follow ``trainer.current_epoch``.
     """
@@ -60,10 +60,16 @@ class StreamPosition:
         if trainer is None:
             return {}
         epochs = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress
         if epochs.started == epochs.processed:  # between epochs (e.g. at the end of training)
+            done = int(batches.current.processed)
+            # ended before its last batch (max_steps), the test of dim.run.reliability's
+            # epoch_cut_short (this package imports no other): that epoch goes on
+            if 0 < done < trainer.num_training_batches and not batches.is_last_batch:
+                return {"epoch": int(epochs.processed) - 1, "batches_done": done}
             return {"epoch": int(epochs.processed), "batches_done": 0}
         epoch = int(epochs.processed)  # the epoch in progress
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        done = int(batches.current.processed)
         if done >= trainer.num_training_batches:  # saved in the epoch-end hooks
             epoch, done = epoch + 1, 0
         return {"epoch": epoch, "batches_done": done}

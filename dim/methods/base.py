@@ -43,7 +43,7 @@ from dim.nets.encoders import Encoder
 from dim.nets.probes import OnlineProbes, feature_dims
 from dim.objective.bounds import Bound, get_bound, trusted_masks
 from dim.objective.distributed import broadcast_buffers
-from dim.run.reliability import collect_rng_states, set_rng_states
+from dim.run.reliability import collect_rng_states, epoch_cut_short, set_rng_states
 
 
 def make_bound(cfg: dict[str, Any]) -> Bound:
@@ -329,7 +329,7 @@ class MethodModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()
-        if schedulers is None:
+        if schedulers is None or epoch_cut_short(self.trainer):  # the epoch goes on when resumed
             return
         for sch in schedulers if isinstance(schedulers, list) else [schedulers]:
             # configure_optimizers builds cosine / multi-step schedules only: no metric to pass

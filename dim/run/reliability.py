@@ -147,6 +147,37 @@ def _epochs_processed(trainer: pl.Trainer) -> int:
     return cast("_ProcessedTracker", trainer.fit_loop.epoch_progress.current).processed
 
 
+def epoch_cut_short(trainer: Any) -> bool:
+    """Whether the fit loop has ended the epoch in progress before its last batch (``max_steps``
+    reached, ``max_time``, a callback's ``should_stop``).  Lightning then counts the epoch as
+    processed and runs its epoch-end hooks, though batches of it are left: what a checkpoint,
+    the data position and the epoch schedule must not take as a finished epoch."""
+    loop = trainer.fit_loop
+    epochs, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+    done = batches.current.processed
+    return (
+        epochs.started == epochs.processed
+        and 0 < done < trainer.num_training_batches
+        and not batches.is_last_batch
+    )
+
+
+def rewind_cut_epoch(checkpoint: dict[str, Any]) -> None:
+    """Record an epoch that :func:`epoch_cut_short` ended as the middle of that epoch, in
+    ``checkpoint`` (being saved): the loop state a save right after the last step has (the one a
+    signal stop writes), which Lightning resumes by training the rest of the epoch.  As saved, the
+    epoch would count as done and a resume with a larger ``max_steps`` would skip its rest."""
+    fit = checkpoint["loops"]["fit_loop"]
+    for tracker in fit["epoch_progress"].values():  # total, current: the epoch is not processed
+        tracker["processed"] = tracker["completed"] = tracker["started"] - 1
+    batches = fit["epoch_loop.batch_progress"]
+    for tracker in (batches["total"], batches["current"]):  # the last batch's hooks not complete
+        tracker["completed"] = tracker["processed"] - 1
+    # Lightning adds the last batch back when it resumes from such a state
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+    checkpoint["epoch"] = fit["epoch_progress"]["current"]["completed"]
+
+
 def training_done(trainer: pl.Trainer) -> bool:
     """Whether the fit loop ends at this point anyway (``max_steps`` / ``max_epochs`` reached)."""
     max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
@@ -236,6 +267,8 @@ class GracefulStop(Checkpoint):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self._saved_at = self._point(trainer)
+        if epoch_cut_short(trainer):  # every save at or after that end: ModelCheckpoint's too
+            rewind_cut_epoch(checkpoint)
 
     # The logger step (x-axis of TensorBoard curves) is Lightning's private batch counter, which
     # its restore sets one too high for a checkpoint taken at the end of an epoch of a run bounded

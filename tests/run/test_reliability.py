@@ -170,6 +170,40 @@ def test_extending_a_finished_run_equals_the_straight_run(tmp_path, tmp_path_fac
     assert_same_training(straight, tmp_path)
 
 
+# 48 images / batch 16 = 3 steps an epoch; an epoch schedule that halves the rate after epoch 1
+CUT = [
+    *BASE,
+    "data.num_samples=48",
+    "trainer.max_epochs=-1",
+    "callbacks.knn.every_n_epochs=0",
+    "optim.scheduler=step",
+    "optim.milestones=[1]",
+    "optim.lr_decay=0.5",
+]
+
+
+def test_extending_a_run_ended_by_max_steps_mid_epoch_equals_the_straight_run(
+    tmp_path, tmp_path_factory, capsys
+):
+    """2 steps (the middle of epoch 0), then ``resume`` with ``max_steps=5`` (the rest of epoch 0,
+    its validation and schedule step, 2 steps of epoch 1), equals 5 steps straight: the end of
+    fit by ``max_steps`` is saved as the middle of the epoch, not as its end."""
+    straight = straight_run([*CUT, "trainer.max_steps=5"], tmp_path_factory)
+    train(compose_train([*CUT, "trainer.max_steps=2"]), tmp_path, None)
+    cut = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)
+    assert cut["global_step"] == 2
+    assert cut["ImageDataModule"] == {"epoch": 0, "batches_done": 2}  # the data order goes on
+    assert reliability.trained_so_far(cut) == (2, 0)  # epoch 0 is not done
+    by_epochs = compose_train([*CUT, "trainer.max_steps=-1", "trainer.max_epochs=1"])
+    assert reliability.nothing_left(by_epochs, cut) is None  # 1 step of epoch 0 is left
+    resume([*CUT, "trainer.max_steps=5"], tmp_path)
+    assert "Training finished." in capsys.readouterr().out
+    assert_same_training(straight, tmp_path, steps=5)
+    for run in (straight, tmp_path):  # both ended by max_steps in the middle of epoch 1
+        last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+        assert last["ImageDataModule"] == {"epoch": 1, "batches_done": 2}
+
+
 def test_atomic_checkpoint_survives_a_crash_while_saving(tmp_path, monkeypatch):
     io = reliability.AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
