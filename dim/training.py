@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 from datetime import timedelta
@@ -216,6 +217,10 @@ def trainer_error(settings: dict[str, Any], err: BaseException) -> str:
             f"trainer.accelerator={accelerator} is not available on this machine ({text}); "
             "choose cpu, or gpu where CUDA is available"
         )
+    named = re.search(r"`(\w+)`", text)  # Lightning names the argument it refuses: `max_epochs`
+    if named and named.group(1) in settings:
+        key = named.group(1)
+        return f"trainer settings refused: trainer.{key}={settings[key]!r} ({text})"
     return f"trainer settings refused ({text}); choose {TRAINER_CHOICES}"
 
 
