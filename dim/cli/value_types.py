@@ -107,6 +107,42 @@ NULL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: counts and sizes, by command: a value below 1 is refused (a key -> the other values it takes)
+POSITIVE: dict[str, dict[str, tuple[int, ...]]] = {
+    "train": {
+        "trainer.max_epochs": (-1,),  # -1: until trainer.max_steps
+        "trainer.log_every_n_steps": (),
+        "data.batch_size": (),
+        "data.num_samples": (),
+        "data.val_size": (),
+        "model.mi_units": (),
+        "model.y_dim": (),
+    },
+    "eval": {"batch_size": (), "max_train": (), "max_test": ()},
+    "embed": {"batch_size": (), "limit": (), "projector_size": ()},
+    "mine": {
+        "train.batch_size": (),
+        "train.max_steps": (),
+        "train.eval_every": (),
+        "data.n": (),
+        "data.dim": (),
+        "model.hidden": (),
+        "model.layers": (),
+        "model.embed": (),
+    },
+}
+
+
+def _below_one(key: str, value: Any, command: str) -> str | None:
+    others = POSITIVE.get(command, {}).get(key)
+    if others is None or not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if value >= 1 or value in others:
+        return None
+    extra = "".join(f" or {v}" for v in others)
+    return f"{key}={value} is out of range; {key} takes an integer >= 1{extra}"
+
+
 # ---------------------------------------------------------------- Lightning's annotations
 
 
@@ -222,6 +258,9 @@ def check_types(cfg: DictConfig, base: DictConfig, keys: list[str], command: str
         why = expected(key, value, default, command == "train", stand_in)
         if why is not None:
             raise DimError(f"{key}={_show(value)} is {_kind(value)}; {why}")
+        low = _below_one(key, value, command)
+        if low is not None:
+            raise DimError(low)
 
 
 def check_overrides(cfg: DictConfig) -> None:
