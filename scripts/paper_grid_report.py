@@ -91,7 +91,13 @@ def cell_status(doc: dict, cell: str) -> tuple[list[int], str]:
 
 
 def train_minutes(doc: dict, cell: str) -> str:
-    walls = [r["wall_s"] / 60 for r in doc["records"] if r["cell"] == cell and r["step"] == "train"]
+    """Mean training minutes per seed: the run's own training clock (``metrics.json``, which a
+    resumed run carries on), else the wall time of the ``dim-train`` call."""
+    walls = [
+        (r.get("train_seconds") or r["wall_s"]) / 60
+        for r in doc["records"]
+        if r["cell"] == cell and r["step"] == "train"
+    ]
     return f"{statistics.fmean(walls):.1f}" if walls else "-"
 
 
