@@ -11,6 +11,7 @@ a diverged (non-finite) or collapsed one says so in its status column.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -320,11 +321,23 @@ def markdown(doc: dict, pngs: list[Path]) -> str:
     for rec in doc["records"]:
         if rec["step"] == "train" and rec["command"] not in seen:
             seen.add(rec["command"])
-            lines.append(f"- {rec['cell']} seed {rec['seed']}: `{rec['command']}`")
+            lines.append(f"- {rec['cell']} seed {rec['seed']}: `{portable(rec['command'])}`")
     steps = meta.get("eval_steps", {})
     lines += ["", "Evaluation, per trained run (`dim-eval run=<run_dir> ...`):", ""]
     lines += [f"- {s}: `{' '.join(o)}`" for s, o in steps.items()]
     return "\n".join(lines) + "\n"
+
+
+def portable(command: str) -> str:
+    """A recorded command with this machine's folders replaced by the documented relative ones:
+    ``data.data_dir=data`` and runs under ``outputs/paper_grid`` (the ledger keeps the real
+    paths)."""
+    command = re.sub(r"data\.data_dir=\S+", "data.data_dir=data", command)
+    return re.sub(
+        r"((?:hydra\.run\.dir|run)=)\S*?/((?:validation|test)/)",
+        r"\1outputs/paper_grid/\2",
+        command,
+    )
 
 
 def write_report(doc: dict, out_dir: Path) -> list[Path]:

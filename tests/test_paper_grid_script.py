@@ -343,6 +343,9 @@ def test_report_matches_the_ledger_and_marks_missing_cells(tmp_path):
         "| DIM(G) JSD | 3.50 | 0.200 (1.50) | 0.400 | 0.100 | 0.600 | 49.63, 0.35 (9.96), 0.49 |"
         in md
     )
+    # commands as the docs give them: this machine's run folders replaced by relative ones
+    assert "hydra.run.dir=outputs/paper_grid/test/global-jsd/seed0`" in md
+    assert str(tmp_path) not in md
     assert (tmp_path / "docs" / "fashion_mnist_test_cells.png").stat().st_size > 0
     copied = json.loads((tmp_path / "docs" / "fashion_mnist_test.json").read_text())
     assert copied == doc
