@@ -340,13 +340,28 @@ def portable(command: str) -> str:
     )
 
 
+def portable_doc(doc: dict) -> dict:
+    """The ledger with :func:`portable` commands and folders (the copy written to the docs)."""
+    out = json.loads(json.dumps(doc))
+    for rec in out["records"]:
+        for key in ("command", "run_dir", "eval_dir"):
+            if isinstance(rec.get(key), str):
+                rec[key] = portable(rec[key] if key == "command" else f"run={rec[key]}")
+                rec[key] = rec[key] if key == "command" else rec[key].removeprefix("run=")
+    if isinstance(out["meta"].get("command"), str):
+        out["meta"]["command"] = re.sub(
+            r"(--(?:data-dir|runs|ledger|docs)) \S+", r"\1 <dir>", out["meta"]["command"]
+        )
+    return out
+
+
 def write_report(doc: dict, out_dir: Path) -> list[Path]:
     """Write ``<data>_<split>.json``, ``.md`` and plots into ``out_dir``; the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / f"{doc['meta']['data']}_{doc['meta']['split']}"
     pngs = plots(doc, prefix)
     js, md = prefix.with_suffix(".json"), prefix.with_suffix(".md")
-    js.write_text(json.dumps(doc, indent=1) + "\n")
+    js.write_text(json.dumps(portable_doc(doc), indent=1) + "\n")
     md.write_text(markdown(doc, pngs))
     return [js, md, *pngs]
 
