@@ -345,7 +345,20 @@ def run_peak_of(args) -> None:
             warnings.simplefilter("ignore")
             loader = DataLoader(SameBatch(data, 2), batch_size=None)
             _trainer(c, device, 2, []).fit(build_ours(c, device), loader)
-    print(round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1))
+    print(round(peak_rss_mb(), 1))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM of /proc/self/status (Linux), which starts
+    afresh at exec; ``ru_maxrss`` keeps the parent's peak across fork and exec, so a child of a
+    big benchmark process would report the parent's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
 # ---- DIM's loss functions ----------------------------------------------------------------------
