@@ -34,6 +34,10 @@ _NON_INTEGRAL = _FLOATS.filter(lambda f: not (math.isfinite(f) and f == int(f)))
 WRONG = {
     "int": st.one_of(_TEXT, st.booleans(), _NON_INTEGRAL, _LISTS, _DICTS),
     "size": st.one_of(_TEXT, st.booleans(), _LISTS, _DICTS, st.integers(-(10**6), 0)),
+    # -1 is "until trainer.max_steps" (with max_steps=-1: without end)
+    "epochs": st.one_of(
+        _TEXT, st.booleans(), _LISTS, _DICTS, st.integers(-(10**6), 0).filter(lambda v: v != -1)
+    ),
     "float": st.one_of(_TEXT, st.booleans(), _LISTS, _DICTS),
     "bool": st.one_of(_TEXT, _INTS, _FLOATS, _LISTS, _DICTS),
     "ints": st.one_of(_TEXT, _DICTS, st.lists(_WORD, min_size=1, max_size=3)),
@@ -46,7 +50,7 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
         TINY,
         {
             "trainer.max_steps": "int",
-            "trainer.max_epochs": "size",
+            "trainer.max_epochs": "epochs",
             "trainer.log_every_n_steps": "size",
             "trainer.limit_train_batches": "float",
             "trainer.deterministic": "bool",
