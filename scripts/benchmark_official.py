@@ -483,19 +483,23 @@ def main(argv: list[str] | None = None) -> None:
             run_peak_of(args)
             return
         head, rows = header(args, device), []
+
+        def add(new: list[dict[str, Any]]) -> None:  # printed, and written after every row
+            rows.extend(new)
+            print_rows(new)
+            if args.out is not None:
+                args.out.write_text(json.dumps({**head, "rows": rows}, indent=2) + "\n")
+
         for batch in args.batch_sizes:
             if args.amdim is not None:
                 for precision in args.precision:
-                    rows.append(amdim_row(args, batch, precision, device))
-                    print_rows(rows[-1:])
+                    add([amdim_row(args, batch, precision, device)])
             if args.dim_code is not None:
-                rows.extend(dim_rows(args, batch, device))
-                print_rows(rows[-5:])
+                add(dim_rows(args, batch, device))
     except DimError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.out is not None:
-        args.out.write_text(json.dumps({**head, "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.out}")
 
 
