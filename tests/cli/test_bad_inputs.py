@@ -112,10 +112,10 @@ def test_a_wrong_type_names_key_value_and_type(tmp_path, override, message):
 def test_a_value_lightning_refuses_is_named_without_the_wrong_advice(tmp_path):
     out = tmp_path / "out"
     proc = run_cli(
-        "dim-train", "experiment=quickstart", "trainer.max_epochs=-3", f"hydra.run.dir={out}"
+        "dim-train", "experiment=quickstart", "trainer.max_steps=-5", f"hydra.run.dir={out}"
     )
     line = _error_line(proc)
-    assert line.startswith("error: trainer settings refused: trainer.max_epochs=-3 (`max_epochs`")
+    assert line.startswith("error: trainer settings refused: trainer.max_steps=-5 (`max_steps`")
     assert "choose trainer=" not in line and not out.exists()
 
 
