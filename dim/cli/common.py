@@ -77,8 +77,10 @@ def leave_nothing(out: Path) -> None:
 
     lock = rundir.held(out)
     created = list(lock.created) if lock is not None else []
+    trained = lock is not None and lock.trained  # a run stopped by a NaN keeps its curves
     rundir.release_run_dir(out)
-    _remove_if_only_hydra_litter(out, ours=bool(created) and created[0] == out.resolve())
+    ours = bool(created) and created[0] == out.resolve() and not trained
+    _remove_if_only_hydra_litter(out, ours=ours)
     for folder in created:  # deepest first
         try:
             if folder.exists():

@@ -171,6 +171,9 @@ class RunLock:
         self.lost: str | None = None  # set by the heartbeat when another process took the run
         self.created_dir = False
         self.created: list[Path] = []
+        # a training step has run: what the run wrote since (TensorBoard curves) is a result, kept
+        # however the run ends (set by dim.run.reliability.LockWatch)
+        self.trained = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

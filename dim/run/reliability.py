@@ -78,6 +78,8 @@ class LockWatch(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._check()
+        if self.lock is not None:
+            self.lock.trained = True  # its curves are results now (dim.cli.common.leave_nothing)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self._check()  # called before the file is written: raising here writes nothing

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TINY, compose_train
+from conftest import TINY, compose_train, run_cli
 
 from dim.methods.dim import DIMModule, NonFiniteLossError
 from dim.training import train
@@ -33,6 +33,18 @@ def test_nonfinite_loss_stops_naming_the_term_and_keeps_last_good_checkpoint(tmp
     assert all(
         torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_a_fresh_run_stopped_by_a_nan_keeps_its_dir_and_curves(tmp_path, monkeypatch):
+    """A run that diverges before its first checkpoint is a result, not a bad command: its
+    resolved config and TensorBoard curves stay (only a run that never trained is cleaned up)."""
+    _nan_at_step(monkeypatch, 2)
+    run = tmp_path / "new" / "r1"
+    proc = run_cli("dim-train", *TINY, f"hydra.run.dir={run}")
+    assert proc.returncode != 0 and "'local' became nan at step 2" in proc.stderr
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (run / ".lock").exists()
 
 
 def test_nonfinite_skip_policy_skips_and_counts(tmp_path, monkeypatch):
