@@ -23,6 +23,7 @@ from dim.nets.critics import DotLocalCritic, GlobalCritic
 from dim.objective.bounds import get_bound
 from dim.objective.distributed import gather_with_grad
 from dim.objective.terms import global_mi, local_mi
+from dim.run.hparams import EXPERIMENT_SUFFIX
 
 B, C, H, Y = 8, 6, 3, 5
 
@@ -143,6 +144,12 @@ DDP_RUN = [
 ]
 
 
+def _event_files(tb: Path, recursive: bool = False) -> list[Path]:
+    """The run's scalar event files (not the HParams experiment record written beside them)."""
+    found = (tb.rglob if recursive else tb.glob)("events.out.tfevents.*")
+    return [p for p in found if not p.name.endswith(EXPERIMENT_SUFFIX)]
+
+
 def _ddp_console_run(run: Path) -> None:
     """``trainer=ddp_cpu`` through the real console script (Lightning's launcher)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
@@ -159,7 +166,8 @@ def test_ddp_end_to_end_through_the_console_script(tmp_path):
     _ddp_console_run(straight)
     # 64 images, batch 16 per process, 2 processes: 2 steps per epoch.
     assert json.loads((straight / "metrics.json").read_text())["global_step"] == 6
-    assert len(list((straight / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    # rank zero's one event file (and its HParams experiment record, written at the end)
+    assert len(_event_files(straight / "tensorboard")) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # exactly one run dir
     assert not list(straight.glob("*ddp_process*"))  # only rank zero writes files
     _assert_knn_equals_one_process(straight)
@@ -260,7 +268,7 @@ def test_multinode_preset_as_two_nodes_matches_one_process_on_the_global_batch(t
     assert {p.name for p in run.iterdir()} == {
         ".hydra", "checkpoints", "tensorboard", "metrics.json", "encoder.pt", "train.log"
     }  # fmt: skip
-    assert len(list((run / "tensorboard").rglob("events.out.tfevents.*"))) == 1
+    assert len(_event_files(run / "tensorboard", recursive=True)) == 1
     assert "run dir:" in outputs[0][0] and "run dir:" not in outputs[1][0]  # rank 0 reports
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 4  # 64 images, 32 per node, 8 per step

@@ -22,7 +22,7 @@ import dim.run.reliability as reliability
 from dim.run.diskio import WriteError
 from dim.training import train
 
-HERE = Path(__file__).parent
+TESTS = Path(__file__).parents[1]  # tests/: conftest.py for the killed process
 # 64 images / batch 16 = 4 steps an epoch; 3 epochs; validation and the kNN monitor every epoch.
 BASE = [*TINY, "trainer.deterministic=true", "trainer.enable_progress_bar=false"]
 BY_STEPS = [*BASE, "trainer.max_epochs=-1", "trainer.max_steps=12"]
@@ -130,7 +130,7 @@ def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(
     straight = straight_run(PERIODIC, tmp_path_factory)
     script = (
         "import os, signal, sys, torch, dim.run.reliability as r\n"
-        f"sys.path.insert(0, {str(HERE)!r})\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
         "from conftest import compose_train\n"
         "from dim.training import train\n"
         "save = torch.save\n"
