@@ -276,7 +276,7 @@ def folder_vs_arrays(args: argparse.Namespace) -> dict:
     row = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(), "experiment": args.experiment,
-        "images": n_images, "first_pass_build_s": round(build_s, 1),
+        "images": n_images, "first_pass_build_s": round(build_s, 3),
         "first_pass_img_s": round(n_images / build_s, 1),
         "startup_s": startup, "steps": args.steps, "warmup": args.warmup,
         "batch": int(cfgs["folder"].data.batch_size), "img_s_per_round": rates,

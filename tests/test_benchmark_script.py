@@ -57,7 +57,8 @@ def test_folder_against_arrays_on_fashion_mnist_written_as_png(tmp_path):
          "--warmup", "1", "--rounds", "2", "--uncached", "--out", str(out), "--set", *small]
     )  # fmt: skip
     row = json.loads(out.read_text())
-    assert row["images"] == 120 and row["first_pass_build_s"] > 0
+    # 120 small PNGs can decode in under a millisecond's rounding: the rate says it was timed
+    assert row["images"] == 120 and row["first_pass_build_s"] >= 0 and row["first_pass_img_s"] > 0
     assert [len(row["img_s_per_round"][k]) for k in ("arrays", "folder", "uncached")] == [2, 2, 1]
     rates = row["img_s_per_round"]
     pairs = [f / a for f, a in zip(rates["folder"], rates["arrays"])]
