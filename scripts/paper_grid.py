@@ -39,6 +39,7 @@ there (``scripts/paper_grid_report.py``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -92,7 +93,11 @@ class Ledger:
     """The JSON record of every finished step, rewritten (atomically) after each one."""
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        self.path = path
+        self.path, self.meta = path, meta
+        self._load()
+
+    def _load(self) -> None:
+        path, meta = self.path, self.meta
         if path.is_file():
             self.doc = json.loads(path.read_text())
             old = {k: self.doc["meta"].get(k) for k in ("data", "split", "settings")}
@@ -104,6 +109,26 @@ class Ledger:
                 )
         else:
             self.doc = {"meta": meta, "records": []}
+
+    def hold(self) -> None:
+        """One grid per ledger: each rewrites the whole file after every step, so a second
+        would silently drop the first one's records.  The kernel lock ends with the process."""
+        lock = self.path.with_name(self.path.name + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(lock, "a+")  # kept open (and locked) for the life of the process
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            sys.exit(
+                f"error: {self.path} is being written by {holder}; wait for it to end (the same "
+                "command then skips what it did) or give another --runs / --ledger"
+            )
+        self._load()  # as the last holder left it (it may have written since it was read)
+        self._lock.truncate(0)
+        self._lock.write(f"paper_grid.py pid {os.getpid()} on {platform.node()}\n")
+        self._lock.flush()
 
     def find(self, cell: str, seed: int, step: str) -> dict[str, Any] | None:
         for rec in self.doc["records"]:
@@ -412,6 +437,7 @@ def main(argv: list[str] | None = None, runner: Runner = run_logged) -> None:
             print(f"{cell.name} seed {seed} [{state}]: {shown(cmd)}")
         return
     if not args.report_only:
+        ledger.hold()
         given = sys.argv[1:] if argv is None else argv
         ledger.doc["meta"]["command"] = shlex.join(["python", "scripts/paper_grid.py", *given])
         Grid(args, ledger, runner).run(order)

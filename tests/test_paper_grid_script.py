@@ -311,6 +311,31 @@ def test_a_ledger_of_other_settings_is_refused(tmp_path):
     assert (tmp_path / "ledger.json").read_text() == before
 
 
+def test_a_second_grid_on_the_same_ledger_is_refused_and_loses_nothing(tmp_path):
+    one = ["--groups", "main", "--seeds", "0", "--steps", "classify"]
+    _main(tmp_path, FakeTools(), *one, "--cells", "local-jsd")
+    ledger = tmp_path / "ledger.json"
+    meta = json.loads(ledger.read_text())["meta"]
+    running = paper_grid.Ledger(ledger, meta)
+    running.hold()  # a grid that is still running (the lock is the kernel's, per open file)
+    before = ledger.read_text()
+    with pytest.raises(SystemExit, match=r"being written by paper_grid.py pid \d+"):
+        _main(tmp_path, FakeTools(), *one, "--cells", "local-dv")
+    assert ledger.read_text() == before
+    # a grid that read the ledger before the running one's last step and took the lock after
+    # it ended works from the file as that one left it
+    later = paper_grid.Ledger(ledger, meta)
+    running.add({"cell": "local-infonce", "seed": 0, "step": "train", "status": "ok"})
+    running._lock.close()  # it ends
+    later.hold()
+    assert later.find("local-infonce", 0, "train") is not None
+    later._lock.close()
+    done = _main(tmp_path, FakeTools(), *one, "--cells", "local-dv")
+    steps = {(r["cell"], r["step"]) for r in done["records"]}
+    kept = {("local-jsd", "classify"), ("local-infonce", "train"), ("local-dv", "classify")}
+    assert kept <= steps
+
+
 def test_unknown_cell_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="unknown cell local-nwj"):
         _main(tmp_path, FakeTools(), "--cells", "local-nwj")
