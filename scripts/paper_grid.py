@@ -19,7 +19,8 @@ Groups of cells (``--groups``, in this order of priority; ``main`` and ``prior``
 - ``prior``: DIM(G)+JSD and DIM(L)+InfoNCE with ``objective.gamma=0``;
 - ``negatives``: DIM(L) with each bound at the batch sizes ``--batches`` (negatives per positive:
   (B - 1) x the local map's locations; the preset's batch is the ``main`` cell itself);
-- ``reference``: the two-view DIM(L) preset and the AMDIM preset, unchanged but for the budget.
+- ``reference``: the encoder at its random initialisation (the floor every cell must beat), the
+  two-view DIM(L) preset and the AMDIM preset, unchanged but for the budget.
 
 Every finished step (a training run or one ``dim-eval`` run) is appended at once to the ledger
 (``--ledger``, JSON: command, seed, wall time, machine, every measure, warnings and the status:

@@ -123,7 +123,7 @@ def test_plan_orders_the_nine_cells_seed_by_seed_then_prior_negatives_reference(
     negatives = [n for n, _ in order[22:] if n.startswith("local-") and "-b" in n]
     # 3 bounds x the batches other than the preset's (the main cell is that point of the curve)
     assert negatives == [f"local-{b}-b{n}" for b in ("jsd", "infonce", "dv") for n in (8, 16, 32)]
-    assert order[-2:] == [("dim-two-views", 0), ("amdim", 0)]
+    assert order[-3:] == [("random-init", 0), ("dim-two-views", 0), ("amdim", 0)]
 
 
 def test_train_command_is_the_single_image_preset_with_the_cell_and_no_test_split_reads(tmp_path):
