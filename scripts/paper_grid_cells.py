@@ -143,9 +143,9 @@ def grid_cells(data: str, batches: list[int], base_batch: int) -> list[Cell]:
             "random-init",
             "reference",
             "basic32 at random initialisation (no training)",
-            # one step at learning rate 0: the weights as initialised (Adam's step is lr x ...,
-            # and its weight decay goes through the gradient), batch norm's running statistics
-            # after one batch; what every cell's measures must beat to have learned anything
+            # one step at learning rate 0: Adam moves no weight (its step and its weight decay
+            # are both scaled by the rate), batch norm's running statistics see one batch; the
+            # floor every cell's measures must beat to have learned anything
             ("objective=local", "bound=jsd", "trainer.max_steps=1", "optim.lr=0"),
             steps=("classify",),
         )
