@@ -26,8 +26,9 @@ Every finished step (a training run or one ``dim-eval`` run) is appended at once
 (``--ledger``, JSON: command, seed, wall time, machine, every measure, warnings and the status:
 ``ok``, ``nonfinite`` when training stopped on a NaN/inf loss, ``collapsed`` when Y classifies at
 chance); a rerun skips finished steps and an interrupted training continues with
-``dim-train resume=<run_dir>``. ``--docs DIR`` writes the ledger, a markdown table and plots
-there (``scripts/paper_grid_report.py``).
+``dim-train resume=<run_dir>``. A grid split across processes or machines (one ``--ledger``
+each) is joined with ``--merge PART...``. ``--docs DIR`` writes the ledger, a markdown table and
+plots there (``scripts/paper_grid_report.py``).
 
     python scripts/paper_grid.py --data fashion_mnist --data-dir data --split validation \\
         --groups main --seeds 0 --runs outputs/paper_grid            # choosing settings
@@ -40,7 +41,6 @@ there (``scripts/paper_grid_report.py``).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -66,12 +66,13 @@ from paper_grid_cells import (  # noqa: E402
     grid_cells,
     plan,
 )
+from paper_grid_ledger import Ledger  # noqa: E402
 
 CHANCE_MARGIN = 1.5  # Y classifying below this times chance (linear and 20-NN) = collapsed
 
 
 def machine() -> str:
-    """CPU model, cores, torch version (and the GPU if one is visible)."""
+    """CPU model, cores, torch's CPU threads, torch version (and the GPU if one is visible)."""
     import torch
 
     name = platform.processor() or platform.machine()
@@ -83,66 +84,12 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{name}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+    threads = torch.get_num_threads()  # OMP_NUM_THREADS, when grids share the cores
+    return f"{name}, {os.cpu_count()} cores, {threads} threads{gpu}, torch {torch.__version__}"
 
 
 def log(msg: str) -> None:
     print(f"[paper_grid {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-class Ledger:
-    """The JSON record of every finished step, rewritten (atomically) after each one."""
-
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        self.path, self.meta = path, meta
-        self._load()
-
-    def _load(self) -> None:
-        path, meta = self.path, self.meta
-        if path.is_file():
-            self.doc = json.loads(path.read_text())
-            old = {k: self.doc["meta"].get(k) for k in ("data", "split", "settings")}
-            new = {k: meta.get(k) for k in ("data", "split", "settings")}
-            if old != new:
-                sys.exit(
-                    f"error: {path} holds a grid with other settings ({json.dumps(old)}); give "
-                    "another --ledger or the same --data/--split/--epochs/--set/--eval-budget"
-                )
-        else:
-            self.doc = {"meta": meta, "records": []}
-
-    def hold(self) -> None:
-        """One grid per ledger: each rewrites the whole file after every step, so a second
-        would silently drop the first one's records.  The kernel lock ends with the process."""
-        lock = self.path.with_name(self.path.name + ".lock")
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(lock, "a+")  # kept open (and locked) for the life of the process
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "another process"
-            sys.exit(
-                f"error: {self.path} is being written by {holder}; wait for it to end (the same "
-                "command then skips what it did) or give another --runs / --ledger"
-            )
-        self._load()  # as the last holder left it (it may have written since it was read)
-        self._lock.truncate(0)
-        self._lock.write(f"paper_grid.py pid {os.getpid()} on {platform.node()}\n")
-        self._lock.flush()
-
-    def find(self, cell: str, seed: int, step: str) -> dict[str, Any] | None:
-        for rec in self.doc["records"]:
-            if (rec["cell"], rec["seed"], rec["step"]) == (cell, seed, step):
-                return rec
-        return None
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.doc["records"].append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1) + "\n")
-        os.replace(tmp, self.path)
 
 
 Runner = Callable[[list[str], Path], int]
@@ -390,6 +337,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the JSON ledger (default <runs>/<data>_<split>.json)",
     )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="first add these ledgers' records (parts of the same grid run apart)",
+    )
     p.add_argument("--docs", type=Path, default=None, help="write JSON, markdown, plots here")
     p.add_argument("--report-only", action="store_true", help="write --docs, train nothing")
     p.add_argument("--deadline", type=float, default=None, help="no new step after this epoch time")
@@ -437,11 +391,18 @@ def main(argv: list[str] | None = None, runner: Runner = run_logged) -> None:
             cmd = grid.train_command(cell, seed, grid.run_dir(cell, seed))
             print(f"{cell.name} seed {seed} [{state}]: {shown(cmd)}")
         return
-    if not args.report_only:
+    if args.merge or not args.report_only:
         ledger.hold()
-        given = sys.argv[1:] if argv is None else argv
-        ledger.doc["meta"]["command"] = shlex.join(["python", "scripts/paper_grid.py", *given])
-        Grid(args, ledger, runner).run(order)
+    try:
+        for part in args.merge:
+            added, had = ledger.merge(part)
+            log(f"merged {part}: {added} records added, {had} already here")
+        if not args.report_only:
+            given = sys.argv[1:] if argv is None else argv
+            ledger.doc["meta"]["command"] = shlex.join(["python", "scripts/paper_grid.py", *given])
+            Grid(args, ledger, runner).run(order)
+    finally:
+        ledger.release()
     if args.docs:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from paper_grid_report import write_report

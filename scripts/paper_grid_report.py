@@ -142,12 +142,13 @@ def main_table(doc: dict) -> list[str]:
 
 def table3(doc: dict) -> list[str]:
     head = (
-        "| cell | MINE I(X;Y) (nats) | NDM sigmoid (raw) | MS-SSIM | prior KS | prior C2ST "
+        "| cell | seed | MINE I(X;Y) (nats) | NDM sigmoid (raw) | MS-SSIM | prior KS | prior C2ST "
         "| paper CIFAR-10: MINE, NDM, MS-SSIM |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for cell in cells_of(doc, "main") + cells_of(doc, "prior"):
-        if not any(r["cell"] == cell and r["step"] == "table3" for r in doc["records"]):
+        seeds = [r["seed"] for r in doc["records"] if r["cell"] == cell and r["step"] == "table3"]
+        if not seeds:
             continue
         mine = fmt(seed_values(doc, cell, "table3", "mine", "y"), 1, 2)
         ndm_s = fmt(seed_values(doc, cell, "table3", "ndm", "sigmoid/y"), 1, 3)
@@ -158,7 +159,8 @@ def table3(doc: dict) -> list[str]:
         p = PAPER_CIFAR10.get(cell, {})
         ref = f"{p['mine']}, {p['ndm'][0]} ({p['ndm'][1]}), {p['msssim']}" if "mine" in p else ""
         lines.append(
-            f"| {label(doc, cell)} | {mine} | {ndm_s} ({ndm_r}) | {ms} | {ks} | {c2} | {ref} |"
+            f"| {label(doc, cell)} | {','.join(map(str, seeds))} | {mine} | {ndm_s} ({ndm_r}) "
+            f"| {ms} | {ks} | {c2} | {ref} |"
         )
     return lines
 
@@ -257,9 +259,9 @@ def plots(doc: dict, prefix: Path) -> list[Path]:
         for ax, tap in zip(axes, ("y", "conv")):
             for bound, row in curve.items():
                 pts = [
-                    (b, v[f"linear_{tap}"])
+                    (b, acc)
                     for b, v in sorted(row.items())
-                    if v[f"linear_{tap}"] is not None
+                    if (acc := v[f"linear_{tap}"]) is not None
                 ]
                 if pts:
                     ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "-o", label=bound)
@@ -306,7 +308,7 @@ def markdown(doc: dict, pngs: list[Path]) -> str:
         "",
         *main_table(doc),
         "",
-        "## Table 3's measures (first seed)",
+        "## Table 3's measures (one training seed per cell)",
         "",
         *table3(doc),
         "",

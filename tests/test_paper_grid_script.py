@@ -326,14 +326,87 @@ def test_a_second_grid_on_the_same_ledger_is_refused_and_loses_nothing(tmp_path)
     # it ended works from the file as that one left it
     later = paper_grid.Ledger(ledger, meta)
     running.add({"cell": "local-infonce", "seed": 0, "step": "train", "status": "ok"})
-    running._lock.close()  # it ends
+    running.release()  # it ends
     later.hold()
     assert later.find("local-infonce", 0, "train") is not None
-    later._lock.close()
+    later.release()
     done = _main(tmp_path, FakeTools(), *one, "--cells", "local-dv")
     steps = {(r["cell"], r["step"]) for r in done["records"]}
     kept = {("local-jsd", "classify"), ("local-infonce", "train"), ("local-dv", "classify")}
     assert kept <= steps
+
+
+def test_parts_of_a_grid_run_apart_merge_into_one_ledger(tmp_path):
+    one = ["--groups", "main", "--seeds", "0", "--steps", "classify"]
+    for part, cells in (("a", ["local-jsd", "local-dv"]), ("b", ["global-jsd"])):
+        paper_grid.main(
+            [
+                *one,
+                "--split",
+                "test",
+                "--runs",
+                str(tmp_path / part),
+                "--cells",
+                *cells,
+                "--ledger",
+                str(tmp_path / f"{part}.json"),
+            ],
+            runner=FakeTools(),
+        )
+    # the target already holds one of part a's steps, done differently: it keeps its own
+    _main(tmp_path, FakeTools({"local-jsd": 0.5}), *one, "--cells", "local-jsd")
+    tools = FakeTools()
+    merged = _main(
+        tmp_path,
+        tools,
+        "--merge",
+        str(tmp_path / "a.json"),
+        str(tmp_path / "b.json"),
+        "--report-only",
+        "--docs",
+        str(tmp_path / "docs"),
+    )
+    assert tools.calls == []  # merging trains and evaluates nothing
+    keys = [(r["cell"], r["seed"], r["step"]) for r in merged["records"]]
+    assert len(keys) == len(set(keys)) == 6
+    assert {c for c, _, _ in keys} == {"local-jsd", "local-dv", "global-jsd"}
+    mine = next(
+        r for r in merged["records"] if r["cell"] == "local-jsd" and r["step"] == "classify"
+    )
+    assert mine["results"]["linear"]["values"]["y"]["mean"] == pytest.approx(0.51)
+    table = (tmp_path / "docs" / "fashion_mnist_test.md").read_text()
+    assert "DIM(G) JSD" in table and "DIM(L) DV" in table
+    again = _main(tmp_path, tools, "--merge", str(tmp_path / "a.json"), "--report-only")
+    assert again["records"] == merged["records"]  # merging twice adds nothing
+
+
+def test_merging_a_ledger_of_another_grid_or_no_ledger_is_one_line(tmp_path):
+    one = ["--groups", "main", "--cells", "local-jsd", "--seeds", "0", "--steps", "classify"]
+    _main(tmp_path, FakeTools(), *one)
+    other = tmp_path / "other.json"
+    paper_grid.main(
+        [
+            "--split",
+            "test",
+            "--epochs",
+            "9",
+            "--runs",
+            str(tmp_path / "o"),
+            "--ledger",
+            str(other),
+            *one,
+        ],
+        runner=FakeTools(),
+    )
+    before = (tmp_path / "ledger.json").read_text()
+    with pytest.raises(SystemExit, match="other settings.*only parts of the same grid"):
+        _main(tmp_path, FakeTools(), "--merge", str(other), "--report-only")
+    with pytest.raises(SystemExit, match="no such ledger"):
+        _main(tmp_path, FakeTools(), "--merge", str(tmp_path / "nope.json"), "--report-only")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a paper_grid ledger"):
+        _main(tmp_path, FakeTools(), "--merge", str(tmp_path / "bad.json"), "--report-only")
+    assert (tmp_path / "ledger.json").read_text() == before
 
 
 def test_unknown_cell_is_one_line(tmp_path):
@@ -365,8 +438,8 @@ def test_report_matches_the_ledger_and_marks_missing_cells(tmp_path):
     assert md.count("| DIM(G) DV | - | missing |") == 1
     assert "**Partial**" in md and "global-dv (seed 0, 1)" in md
     assert (
-        "| DIM(G) JSD | 3.50 | 0.200 (1.50) | 0.400 | 0.100 | 0.600 | 49.63, 0.35 (9.96), 0.49 |"
-        in md
+        "| DIM(G) JSD | 0 | 3.50 | 0.200 (1.50) | 0.400 | 0.100 | 0.600 "
+        "| 49.63, 0.35 (9.96), 0.49 |" in md
     )
     # commands as the docs give them: this machine's run folders replaced by relative ones
     assert "hydra.run.dir=outputs/paper_grid/test/global-jsd/seed0`" in md
