@@ -527,3 +527,14 @@ def test_real_dim_train_and_dim_eval_on_generated_fashion_mnist(tmp_path):
     assert set(table3) == {"mine", "ndm", "prior", "msssim"}
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0 and "dim-train" not in rerun.stdout
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_test", "fashion_mnist_validation"])
+def test_the_committed_grid_tables_are_what_the_committed_ledgers_give(tmp_path, name):
+    """docs/paper_grid/*.md are generated: regenerating them from the JSON beside them changes
+    nothing (a hand edit, or a ledger committed without its tables, fails here)."""
+    docs = ROOT / "docs" / "paper_grid"
+    doc = json.loads((docs / f"{name}.json").read_text())
+    paper_grid_report.write_report(doc, tmp_path)
+    assert (tmp_path / f"{name}.md").read_text() == (docs / f"{name}.md").read_text()
+    assert json.loads((tmp_path / f"{name}.json").read_text()) == doc
