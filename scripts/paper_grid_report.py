@@ -182,6 +182,33 @@ def negatives(doc: dict) -> dict[str, dict[int, dict[str, float | None]]]:
     return curve
 
 
+def summary_table(doc: dict) -> list[str]:
+    """The compact table docs/paper_results.md quotes: seed means of the non-linear classifier
+    on conv / fc / Y and of the measures on Y, every trained cell but the negatives curve."""
+
+    def m(values: list[float]) -> str:
+        return fmt([statistics.fmean(values)]) if values else "-"
+
+    head = "| cell | seeds | non-linear conv / fc / Y | linear Y | 20-NN Y | 10 labels Y |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for group in ("main", "prior", "reference"):
+        for cell in cells_of(doc, group):
+            seeds, _ = cell_status(doc, cell)
+            if not seeds:
+                continue
+            nonlinear = [m(seed_values(doc, cell, "classify", "nonlinear", t)) for t in TAPS]
+            row = [
+                label(doc, cell),
+                ",".join(map(str, seeds)),
+                " / ".join(nonlinear),
+                m(seed_values(doc, cell, "classify", "linear", "y")),
+                m(seed_values(doc, cell, "classify", "knn", "k20/y")),
+                m(draw_values(doc, cell, "fewshot", "10shot/y")),
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def negatives_table(doc: dict) -> list[str]:
     curve = negatives(doc)
     batches = doc["meta"]["negatives_batches"]
@@ -369,7 +396,10 @@ def write_report(doc: dict, out_dir: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: python scripts/paper_grid_report.py LEDGER.json OUT_DIR")
-    for path in write_report(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])):
-        print(path)
+    if len(sys.argv) == 3 and sys.argv[2] == "--summary":  # the table paper_results.md quotes
+        print("\n".join(summary_table(json.loads(Path(sys.argv[1]).read_text()))))
+    elif len(sys.argv) == 3:
+        for path in write_report(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])):
+            print(path)
+    else:
+        sys.exit("usage: python scripts/paper_grid_report.py LEDGER.json (OUT_DIR | --summary)")

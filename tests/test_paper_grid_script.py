@@ -538,3 +538,14 @@ def test_the_committed_grid_tables_are_what_the_committed_ledgers_give(tmp_path,
     paper_grid_report.write_report(doc, tmp_path)
     assert (tmp_path / f"{name}.md").read_text() == (docs / f"{name}.md").read_text()
     assert json.loads((tmp_path / f"{name}.json").read_text()) == doc
+
+
+def test_paper_results_quotes_the_committed_grid(tmp_path):
+    """docs/paper_results.md's Fashion-MNIST table is the ledger's summary, row for row, so its
+    numbers (and the verdicts read from them) cannot drift from the JSON."""
+    doc = json.loads((ROOT / "docs" / "paper_grid" / "fashion_mnist_test.json").read_text())
+    page = (ROOT / "docs" / "paper_results.md").read_text()
+    rows = paper_grid_report.summary_table(doc)
+    assert len(rows) >= 2 + 9
+    missing = [row for row in rows if row not in page.splitlines()]
+    assert not missing, f"docs/paper_results.md lacks {missing[0]}"
