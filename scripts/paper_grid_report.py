@@ -88,7 +88,7 @@ def cell_status(doc: dict, cell: str) -> tuple[list[int], str]:
             note = f"{rec['status']} (seed {rec['seed']})"
             if note not in notes:
                 notes.append(note)
-    return seeds, ", ".join(notes) or ("ok" if seeds else "missing")
+    return sorted(seeds), ", ".join(notes) or ("ok" if seeds else "missing")
 
 
 def train_minutes(doc: dict, cell: str) -> str:
