@@ -209,7 +209,8 @@ def summary_table(doc: dict) -> list[str]:
     return lines
 
 
-def negatives_table(doc: dict) -> list[str]:
+def negatives_table(doc: dict, probe: str = "linear") -> list[str]:
+    """Y / conv accuracy of ``probe`` (``linear`` or ``nonlinear``) per bound and batch size."""
     curve = negatives(doc)
     batches = doc["meta"]["negatives_batches"]
     lines = [
@@ -220,7 +221,7 @@ def negatives_table(doc: dict) -> list[str]:
         cells = []
         for b in batches:
             v = row.get(b, {})
-            y, c = v.get("linear_y"), v.get("linear_conv")
+            y, c = v.get(f"{probe}_y"), v.get(f"{probe}_conv")
             cells.append("-" if y is None else f"{100 * y:.1f} / {100 * (c or 0):.1f}")
         lines.append(f"| {bound} | " + " | ".join(cells) + " |")
     return lines
@@ -339,9 +340,15 @@ def markdown(doc: dict, pngs: list[Path]) -> str:
         "",
         *table3(doc),
         "",
-        "## Negatives (DIM(L), linear probe Y / conv, %)",
+        "## Negatives (DIM(L), Y / conv, %)",
+        "",
+        "Linear probe (all labels):",
         "",
         *negatives_table(doc),
+        "",
+        "The paper's non-linear classifier:",
+        "",
+        *negatives_table(doc, "nonlinear"),
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in pngs]

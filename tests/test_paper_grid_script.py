@@ -481,7 +481,12 @@ def test_negatives_curve_reads_the_main_cell_at_the_presets_batch(tmp_path):
     assert curve["jsd"][128]["linear_y"] == pytest.approx(0.86)
     assert curve["infonce"][128]["linear_y"] is None
     md = (tmp_path / "docs" / "fashion_mnist_test.md").read_text()
-    assert "| jsd | 85.0 / 85.0 | 86.0 / 86.0 |" in md
+    assert "| jsd | 85.0 / 85.0 | 86.0 / 86.0 |" in md  # linear probe
+    linear, nonlinear = md.split("non-linear classifier:")
+    assert curve["jsd"][8]["nonlinear_y"] == pytest.approx(0.85)
+    for table in (linear, nonlinear):  # the fake tools give both probes the same means
+        assert "| jsd | 85.0 / 85.0 | 86.0 / 86.0 |" in table
+        assert "| infonce | 71.0 / 71.0 | - |" in table
     assert (tmp_path / "docs" / "fashion_mnist_test_negatives.png").is_file()
 
 
