@@ -404,8 +404,7 @@ def main(argv: list[str] | None = None, runner: Runner = run_logged) -> None:
     finally:
         ledger.release()
     if args.docs:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from paper_grid_report import write_report
+        from paper_grid_report import write_report  # this folder is on sys.path (see the top)
 
         for path in write_report(ledger.doc, args.docs):
             log(f"wrote {path}")

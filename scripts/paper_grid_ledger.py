@@ -25,6 +25,11 @@ def grid_of(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta.get(k) for k in KEYS}
 
 
+def key(record: dict[str, Any]) -> tuple[str, int, str]:
+    """What identifies a step: one (cell, seed, step) per ledger."""
+    return record["cell"], record["seed"], record["step"]
+
+
 class Ledger:
     """The JSON record of every finished step, rewritten (atomically) after each one."""
 
@@ -76,7 +81,7 @@ class Ledger:
 
     def find(self, cell: str, seed: int, step: str) -> dict[str, Any] | None:
         for rec in self.doc["records"]:
-            if (rec["cell"], rec["seed"], rec["step"]) == (cell, seed, step):
+            if key(rec) == (cell, seed, step):
                 return rec
         return None
 
@@ -101,7 +106,7 @@ class Ledger:
         try:
             doc = json.loads(other.read_text())
             theirs = grid_of(doc["meta"])
-            records = doc["records"]
+            records = [(key(r), r) for r in doc["records"]]
         except (ValueError, KeyError, TypeError) as e:
             sys.exit(f"error: --merge {other}: not a paper_grid ledger ({e})")
         if theirs != grid_of(self.doc["meta"]):
@@ -109,6 +114,7 @@ class Ledger:
                 f"error: --merge {other}: a grid with other settings ({json.dumps(theirs)}); "
                 "only parts of the same grid (--data/--split/--epochs/--set/--eval-budget) merge"
             )
-        new = [r for r in records if self.find(r["cell"], r["seed"], r["step"]) is None]
+        have = {key(r) for r in self.doc["records"]}
+        new = [r for k, r in records if k not in have]
         self.add_all(new)
         return len(new), len(records) - len(new)
